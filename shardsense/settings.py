@@ -1,0 +1,289 @@
+"""One typed settings object for every service, read from env vars and CLI flags.
+
+Each setting is declared once, as a dataclass field: its type is the annotation,
+its default the field default, its env var ``SHARDSENSE_<NAME>``, its flag
+``--<name-with-dashes>``, and its doc the ``doc`` metadata. Precedence: flag >
+env var > default. A bad value fails at start-up with :class:`ConfigError`
+naming the env var.
+
+Kafka client options (SASL/SSL and friends) pass through unchanged from
+``SHARDSENSE_RDKAFKA_<PROPERTY>`` (dots as underscores, e.g.
+``SHARDSENSE_RDKAFKA_SASL_PASSWORD`` -> ``sasl.password``) or
+``--kafka-option sasl.password=...``; their values never appear in ``repr``.
+
+>>> s = Settings.from_env({"SHARDSENSE_JOB_ID": "resnet", "SHARDSENSE_RDKAFKA_SASL_PASSWORD": "x"})
+>>> s.job_id, s.kafka_options["sasl.password"]
+('resnet', 'x')
+>>> "x'" in repr(s)
+False
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from shardsense.errors import ConfigError
+from shardsense.topics import TopicSpec, topic_specs
+
+__all__ = ["EMBEDDED", "Settings", "redact"]
+
+ENV_PREFIX = "SHARDSENSE_"
+RDKAFKA_PREFIX = "SHARDSENSE_RDKAFKA_"
+#: ``kafka_bootstrap`` value that starts the bundled broker on loopback.
+EMBEDDED = "embedded"
+_SECRET_WORDS = ("password", "secret", "token", "jaas", "key.pem", "private", "auth")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _doc(text: str, **extra: Any) -> dict[str, Any]:
+    return {"doc": text, **extra}
+
+
+def is_secret(name: str) -> bool:
+    """Whether an option's value must never be shown (passwords, keys, tokens)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for logs.
+
+    >>> redact("http://bob:hunter2@ch:8123/db")
+    'http://bob:***@ch:8123/db'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by the runtime, processor, planner, console and stack."""
+
+    kafka_bootstrap: str = field(
+        default=EMBEDDED,
+        metadata=_doc(
+            "Kafka bootstrap servers 'host:port[,host:port]', or 'embedded' to start the "
+            "bundled Kafka-protocol broker on 127.0.0.1:<broker_port>."
+        ),
+    )
+    broker_port: int = field(
+        default=19092, metadata=_doc("Loopback port of the embedded broker.", port=True)
+    )
+    clickhouse_url: str = field(
+        default="",
+        metadata=_doc(
+            "ClickHouse: 'chdb:///path' runs the engine in-process (one process per path), "
+            "'http(s)://user:pass@host:8123/db' talks to a server. Empty: "
+            "chdb://<data_dir>/clickhouse."
+        ),
+    )
+    data_dir: str = field(default=".shardsense", metadata=_doc("Local state: chDB files, models."))
+    job_id: str = field(
+        default="default", metadata=_doc("Training job this process belongs to.", ident=True)
+    )
+    topic_timings: str = field(
+        default="shardsense.timings", metadata=_doc("Timing-report topic.", ident=True)
+    )
+    topic_predictions: str = field(
+        default="shardsense.predictions", metadata=_doc("Prediction topic.", ident=True)
+    )
+    topic_shard_maps: str = field(
+        default="shardsense.shard-maps", metadata=_doc("Compacted shard-map topic.", ident=True)
+    )
+    topic_dead_letters: str = field(
+        default="shardsense.dead-letters", metadata=_doc("Dead-letter topic.", ident=True)
+    )
+    topic_partitions: int = field(
+        default=4, metadata=_doc("Partitions of the timings and predictions topics.", minimum=1)
+    )
+    max_event_bytes: int = field(
+        default=1_048_576,
+        metadata=_doc("Largest accepted event payload in bytes.", minimum=1024),
+    )
+    console_host: str = field(
+        default="127.0.0.1", metadata=_doc("Console bind address; loopback unless you expose it.")
+    )
+    console_port: int = field(default=8050, metadata=_doc("Console HTTP port.", port=True))
+    console_auth: str = field(
+        default="",
+        metadata=_doc("Basic auth 'user:password' for the console; empty = none.", secret=True),
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=_doc("Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+    kafka_options: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata=_doc("Extra librdkafka properties (SASL/SSL), passed through unchanged."),
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+        if self.kafka_bootstrap != EMBEDDED and not re.fullmatch(
+            r"[^,\s]+:\d+(,[^,\s]+:\d+)*", self.kafka_bootstrap
+        ):
+            raise ConfigError(
+                env_name("kafka_bootstrap"), "expected 'embedded' or 'host:port[,host:port...]'"
+            )
+        url = self.resolved_clickhouse_url
+        scheme = urlsplit(url).scheme
+        if scheme not in ("chdb", "http", "https"):
+            raise ConfigError(
+                env_name("clickhouse_url"),
+                f"scheme {scheme!r} is not supported; use chdb:///path or http(s)://host:port",
+            )
+        if scheme == "chdb" and not urlsplit(url).path:
+            raise ConfigError(env_name("clickhouse_url"), "chdb URL needs a path: chdb:///path")
+
+    # ------------------------------------------------------------ derived values
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap == EMBEDDED
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """What Kafka clients connect to (the embedded broker's loopback address)."""
+        if self.embedded_broker:
+            return f"127.0.0.1:{self.broker_port}"
+        return self.kafka_bootstrap
+
+    @property
+    def resolved_clickhouse_url(self) -> str:
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{Path(self.data_dir).absolute() / 'clickhouse'}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.resolved_clickhouse_url.startswith("chdb:")
+
+    def topics(self) -> list[TopicSpec]:
+        return topic_specs(
+            timings=self.topic_timings,
+            predictions=self.topic_predictions,
+            shard_maps=self.topic_shard_maps,
+            dead_letters=self.topic_dead_letters,
+            partitions=self.topic_partitions,
+        )
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka config: bootstrap, the pass-through options, then ``extra``."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka_options, **extra}
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "kafka_options":
+                value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
+            elif f.name == "clickhouse_url":
+                value = redact(value)
+            elif f.metadata.get("secret") and value:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    # ------------------------------------------------------------ loading
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``env`` (default ``os.environ``), then ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "kafka_options":
+                continue
+            name = env_name(f.name)
+            if name in env:
+                values[f.name] = _parse(f, name, env[name])
+        options = {
+            key[len(RDKAFKA_PREFIX) :].lower().replace("_", "."): value
+            for key, value in env.items()
+            if key.startswith(RDKAFKA_PREFIX)
+        }
+        options.update(overrides.pop("kafka_options", None) or {})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values, kafka_options=options)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One ``--flag`` per setting; defaults stay ``None`` so env vars still apply."""
+        group = parser.add_argument_group("settings (flag > env var > default)")
+        for f in dataclasses.fields(cls):
+            if f.name == "kafka_options":
+                group.add_argument(
+                    "--kafka-option",
+                    action="append",
+                    default=None,
+                    metavar="PROP=VALUE",
+                    help="extra librdkafka property, repeatable (env SHARDSENSE_RDKAFKA_*)",
+                )
+                continue
+            group.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                default=None,
+                help=f"{f.metadata['doc']} [env {env_name(f.name)}, default {f.default!r}]",
+            )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+        overrides: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = getattr(args, f.name, None)
+            if f.name != "kafka_options" and raw is not None:
+                overrides[f.name] = _parse(f, "--" + f.name.replace("_", "-"), raw)
+        pairs: Sequence[str] = getattr(args, "kafka_option", None) or ()
+        options = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ConfigError("--kafka-option", f"expected PROP=VALUE, got {pair.split('=')[0]!r}")
+            options[key] = value
+        return cls.from_env(env, kafka_options=options, **overrides)
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse(f: dataclasses.Field[Any], source: str, raw: str) -> Any:
+    if f.type in ("int", int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(source, f"expected an integer, got {raw!r}") from None
+    return raw
+
+
+def _check(f: dataclasses.Field[Any], value: Any) -> None:
+    name = env_name(f.name)
+    meta = f.metadata
+    if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(name, f"expected an integer, got {value!r}")
+    if meta.get("port") and not 1 <= value <= 65535:
+        raise ConfigError(name, f"port must be 1..65535, got {value}")
+    if "minimum" in meta and value < meta["minimum"]:
+        raise ConfigError(name, f"must be >= {meta['minimum']}, got {value}")
+    if meta.get("ident") and not _ID.match(value):
+        raise ConfigError(name, f"must match {_ID.pattern}, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(name, f"must be one of {meta['choices']}, got {value!r}")
+    if f.name == "console_auth" and value and ":" not in value:
+        raise ConfigError(name, "expected 'user:password'")
