@@ -34,6 +34,13 @@ def connect(url: str) -> Any:
         with _lock:
             client = _chdb_clients.get(path)
             if client is None:
+                if _chdb_clients:
+                    (owned,) = _chdb_clients
+                    raise ConfigError(
+                        "SHARDSENSE_CLICKHOUSE_URL",
+                        f"this process already runs chDB on {owned}; chDB allows one path "
+                        f"per process, so {path} cannot be opened here",
+                    )
                 Path(path).mkdir(parents=True, exist_ok=True)
                 client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
                 _chdb_clients[path] = client
