@@ -119,6 +119,15 @@ class Settings:
         default="",
         metadata=_doc("Basic auth 'user:password' for the console; empty = none.", secret=True),
     )
+    console_refresh_ms: int = field(
+        default=2000, metadata=_doc("Console live-page refresh interval (ms).", minimum=250)
+    )
+    console_sql_timeout_s: int = field(
+        default=10, metadata=_doc("Time limit of one console SQL query (s).", minimum=1)
+    )
+    console_sql_max_rows: int = field(
+        default=5000, metadata=_doc("Row limit of one console SQL result.", minimum=1)
+    )
     log_level: str = field(
         default="INFO",
         metadata=_doc("Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
