@@ -1,0 +1,219 @@
+"""The Faust stream processor: timing reports in; raw rows, dead letters and hooks out.
+
+One agent reads the timings topic in batches (``take_events``), so the ~240 µs
+Faust pays per message is shared by the many timings a report packs. Every
+payload is decoded by the shared contract (``ingest.route``): bad ones go to
+the dead-letter topic and table with reason and source offset; good ones are
+written to ``batch_timings`` and handed to the hooks (features, models,
+predictions). Offsets are acknowledged only after the batch is written
+(at-least-once); ClickHouse's ReplacingMergeTree removes replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from shardsense.events import TimingReport, encode
+from shardsense.settings import Settings
+from stream_processors.ingest import (
+    DEAD_LETTER_COLUMNS,
+    TIMING_ROW_COLUMNS,
+    dead_letter_rows,
+    route,
+    timing_rows,
+)
+
+__all__ = ["ReportHook", "create_app", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+#: Called with every batch of valid reports, after their raw rows are stored.
+ReportHook = Callable[[list[TimingReport]], Awaitable[None]]
+
+BATCH_MAX_MESSAGES = 500
+BATCH_WITHIN_S = 0.2
+
+
+async def _retry(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run blocking ``fn`` off the event loop until it succeeds (never drop a batch)."""
+    delay = 0.5
+    while True:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except Exception as exc:
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def create_app(
+    settings: Settings, client: Any, hooks: Sequence[ReportHook] = ()
+) -> faust.App:
+    """A Faust app wired to ``settings``' topics, writing through ``client``."""
+    datadir = Path(settings.data_dir) / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"shardsense-processor.{settings.topic_timings}",
+        broker=[f"kafka://{hp}" for hp in settings.bootstrap_servers.split(",")],
+        broker_credentials=_faust_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        web_host="127.0.0.1",
+        store="memory://",
+        datadir=str(datadir),
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        producer_max_request_size=max(settings.max_event_bytes + 4096, 1_000_000),
+        consumer_max_fetch_size=max(settings.max_event_bytes * 4, 4_194_304),
+    )
+    timings = app.topic(settings.topic_timings, value_type=bytes, value_serializer="raw")
+    dead_topic = app.topic(settings.topic_dead_letters, value_type=bytes, value_serializer="raw")
+    stats = {"reports": 0, "timings": 0, "dead": 0}
+    app.shardsense_stats = stats  # type: ignore[attr-defined]
+
+    @app.agent(timings, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S):
+            payloads = [(e.message.value, e.message.partition, e.message.offset) for e in events]
+            routed = route(payloads, topic=settings.topic_timings, max_bytes=settings.max_event_bytes)
+            if routed.dead:
+                futures = [
+                    await dead_topic.send(key=d.job_id.encode(), value=encode(d))
+                    for d in routed.dead
+                ]
+                await asyncio.gather(*futures)
+                await _retry(
+                    "dead-letter insert", client.insert, "dead_letters",
+                    dead_letter_rows(routed.dead), column_names=list(DEAD_LETTER_COLUMNS),
+                )
+                for d in routed.dead:
+                    log.warning(
+                        "dead letter %s:%s@%s %s: %s", d.source_topic, d.source_partition,
+                        d.source_offset, d.code, d.reason,
+                    )
+            if routed.reports:
+                await _retry(
+                    "timings insert", client.insert, "batch_timings",
+                    timing_rows(routed.reports), column_names=list(TIMING_ROW_COLUMNS),
+                    column_oriented=True,
+                )
+                for hook in hooks:
+                    try:
+                        await hook(routed.reports)
+                    except Exception:
+                        log.exception("report hook %r failed; raw timings are stored", hook)
+            stats["reports"] += len(routed.reports)
+            stats["timings"] += sum(len(r) for r in routed.reports)
+            stats["dead"] += len(routed.dead)
+
+    return app
+
+
+def _faust_credentials(settings: Settings) -> Any:
+    """Translate librdkafka SASL/SSL pass-through options for aiokafka (Faust)."""
+    opts = settings.kafka_options
+    protocol = str(opts.get("security.protocol", "")).upper()
+    if not protocol or protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if "SSL" in protocol:
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=opts.get("ssl.ca.location"))
+        if opts.get("ssl.certificate.location"):
+            ssl_context.load_cert_chain(
+                opts["ssl.certificate.location"], opts.get("ssl.key.location"),
+                opts.get("ssl.key.password"),
+            )
+    if "SASL" in protocol:
+        return faust.SASLCredentials(
+            username=opts.get("sasl.username"),
+            password=opts.get("sasl.password"),
+            mechanism=opts.get("sasl.mechanism", "PLAIN"),
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def run_worker(app: faust.App, log_level: str = "INFO") -> int:
+    """Run the Faust worker in this thread until SIGINT/SIGTERM; returns an exit code.
+
+    Must run in the main thread (Faust installs signal handlers).
+    """
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(app, loglevel=log_level, override_logging=False, quiet=True)
+    started = time.monotonic()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+        log.info("processor stopped after %.1fs (exit %s)", time.monotonic() - started, code)
+        return code
+    return 0
+
+
+class _QuietWorker(faust.Worker):
+    """A worker that leaves signals alone, so it can run in a non-main thread."""
+
+    def install_signal_handlers(self) -> None:
+        pass
+
+
+class ProcessorThread:
+    """Run a processor app in a background thread (tests, benchmarks, the demo).
+
+    ``start()`` returns once the worker is running; ``stop()`` stops it cleanly.
+    """
+
+    def __init__(self, app: faust.App, log_level: str = "WARNING") -> None:
+        self.app = app
+        self.log_level = log_level
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: faust.Worker | None = None
+        self._thread: Any = None
+
+    def start(self, timeout: float = 30.0) -> ProcessorThread:
+        import threading
+
+        ready = threading.Event()
+
+        def _run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._worker = _QuietWorker(
+                self.app, loglevel=self.log_level, override_logging=False, quiet=True,
+                loop=self._loop,
+            )
+            self._loop.call_soon(ready.set)
+            try:
+                self._worker.execute_from_commandline()
+            except SystemExit:
+                pass
+
+        self._thread = threading.Thread(target=_run, name="faust-processor", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError("processor thread did not start")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is None or self._worker is None or self._loop.is_closed():
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._worker.stop(), self._loop)
+        try:
+            fut.result(timeout)
+        except Exception as exc:  # already stopping
+            log.debug("processor stop: %s", exc)
+        self._thread.join(timeout)

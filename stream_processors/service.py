@@ -1,0 +1,30 @@
+"""``shardsense processor``: the stream processor as its own process."""
+
+from __future__ import annotations
+
+import logging
+
+from infra.migrations import apply_schema
+from shardsense.clickhouse import connect
+from shardsense.kafka import create_topics, wait_for_broker
+from shardsense.settings import Settings
+from stream_processors.app import ReportHook, create_app, run_worker
+
+__all__ = ["default_hooks", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def default_hooks(settings: Settings, client: object) -> list[ReportHook]:
+    """The learning hooks (features, models, predictions) run after raw rows are stored."""
+    return []
+
+
+def main(settings: Settings) -> int:
+    """Connect, make sure topics and schema exist, then process until SIGINT/SIGTERM."""
+    wait_for_broker(settings)
+    create_topics(settings)
+    client = connect(settings.resolved_clickhouse_url)
+    apply_schema(client)
+    app = create_app(settings, client, default_hooks(settings, client))
+    return run_worker(app, settings.log_level)
