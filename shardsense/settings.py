@@ -11,10 +11,11 @@ Kafka client options (SASL/SSL and friends) pass through unchanged from
 ``SHARDSENSE_RDKAFKA_SASL_PASSWORD`` -> ``sasl.password``) or
 ``--kafka-option sasl.password=...``; their values never appear in ``repr``.
 
->>> s = Settings.from_env({"SHARDSENSE_JOB_ID": "resnet", "SHARDSENSE_RDKAFKA_SASL_PASSWORD": "x"})
+>>> s = Settings.from_env({"SHARDSENSE_JOB_ID": "resnet",
+...                         "SHARDSENSE_RDKAFKA_SASL_PASSWORD": "hunter2"})
 >>> s.job_id, s.kafka_options["sasl.password"]
-('resnet', 'x')
->>> "x'" in repr(s)
+('resnet', 'hunter2')
+>>> "hunter2" in repr(s)
 False
 """
 
@@ -131,6 +132,63 @@ class Settings:
     log_level: str = field(
         default="INFO",
         metadata=_doc("Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+    # -- planner (planner_service/); integers with units in the name, as only ints parse
+    planner_algorithm: str = field(
+        default="minmax",
+        metadata=_doc(
+            "Planning algorithm: 'minmax' (optimal integer step time, fewest moves), "
+            "'proportional' (largest remainder) or 'static' (equal split, baseline).",
+            choices=("minmax", "proportional", "static"),
+        ),
+    )
+    planner_shard_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata=_doc("Bytes a rank must fetch per shard it receives (move cost).", minimum=1),
+    )
+    planner_bandwidth_bps: int = field(
+        default=100_000_000,
+        metadata=_doc("Initial estimate of shard-fetch bandwidth in BYTES/s.", minimum=1),
+    )
+    planner_learn_bandwidth: int = field(
+        default=1,
+        metadata=_doc(
+            "1: refine the bandwidth from the data-wait the last map change caused "
+            "(ClickHouse batch_timings); 0: keep planner_bandwidth_bps.",
+            choices=(0, 1),
+        ),
+    )
+    planner_warmup_ms: int = field(
+        default=2000, metadata=_doc("Fixed cost of any map change (ms).", minimum=0)
+    )
+    planner_min_improvement_pct: int = field(
+        default=5,
+        metadata=_doc("Hysteresis: publish only if step time improves by more (%).", minimum=0),
+    )
+    planner_gain_margin_pct: int = field(
+        default=200,
+        metadata=_doc("Publish only if predicted gain >= this % of the move cost.", minimum=100),
+    )
+    planner_confirmations: int = field(
+        default=2,
+        metadata=_doc("Consecutive evaluations a plan must win before it is published.",
+                      minimum=1),
+    )
+    planner_smoothing_pct: int = field(
+        default=30,
+        metadata=_doc("EWMA weight (%) of each new prediction (100 = no smoothing).", minimum=1),
+    )
+    planner_rank_timeout_s: int = field(
+        default=60,
+        metadata=_doc("A rank silent this long is treated as gone (forces a replan).", minimum=1),
+    )
+    planner_horizon_steps: int = field(
+        default=0,
+        metadata=_doc("Steps a gain is counted over; 0 = one epoch (num_samples // batch).",
+                      minimum=0),
+    )
+    planner_interval_ms: int = field(
+        default=2000, metadata=_doc("How often the planner evaluates (ms).", minimum=50)
     )
     kafka_options: Mapping[str, str] = field(
         default_factory=dict,
@@ -273,6 +331,11 @@ def env_name(field_name: str) -> str:
 
 
 def _parse(f: dataclasses.Field[Any], source: str, raw: str) -> Any:
+    if f.type in ("float", float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(source, f"expected a number, got {raw!r}") from None
     if f.type in ("int", int):
         try:
             return int(raw)

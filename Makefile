@@ -1,0 +1,41 @@
+# Two entry points for people (README): `make demo` and `make test`. Both build
+# the same virtual environment from pyproject.toml; `make test` also installs
+# Debian's chromium for the browser tier (root, as on CI machines).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo up test test-fast lint browser-deps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: sudo apt-get install chromium (browser tests will skip)"; fi; }
+
+demo: install
+	$(BIN)/shardsense demo
+
+up: install
+	$(BIN)/shardsense up
+
+test: install browser-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "unit" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy shardsense producers stream_processors planner_service dash_app infra
+
+clean:
+	rm -rf $(VENV) .shardsense build *.egg-info

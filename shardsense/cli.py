@@ -1,0 +1,120 @@
+"""``shardsense``: one command line for every service, the stack, and the tools.
+
+Each subcommand takes the settings flags (see ``shardsense up --help``) and
+imports only what it needs, so the processor, planner and console never import
+torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+
+from shardsense.errors import ShardSenseError
+from shardsense.settings import Settings
+
+__all__ = ["COMMANDS", "main"]
+
+log = logging.getLogger("shardsense")
+
+
+def _service(target: str) -> Callable[[Settings, argparse.Namespace], int]:
+    """A subcommand that calls ``module:function(settings)``."""
+    module, func = target.split(":")
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        result: int = getattr(import_module(module), func)(settings)
+        return result
+
+    return run
+
+
+def _tool(target: str) -> Callable[[Settings, argparse.Namespace], int]:
+    """A subcommand that forwards its remaining argv to ``module:function(argv)``."""
+    module, func = target.split(":")
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        result: int = getattr(import_module(module), func)(args.rest)
+        return result
+
+    return run
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.stack import SERVICES, up
+
+    services = tuple(args.services.split(",")) if args.services else SERVICES
+    return up(settings, services)
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.migrations import apply_schema
+    from shardsense.clickhouse import connect
+
+    applied = apply_schema(connect(settings.resolved_clickhouse_url))
+    print(f"applied: {', '.join(applied) or 'nothing, schema is up to date'}")
+    return 0
+
+
+def _topics(settings: Settings, args: argparse.Namespace) -> int:
+    from shardsense.kafka import create_topics, wait_for_broker
+
+    if settings.embedded_broker:
+        print("topics: needs an external --kafka-bootstrap (the embedded broker lives in `up`)")
+        return 2
+    wait_for_broker(settings)
+    print(f"created: {', '.join(create_topics(settings)) or 'nothing, all exist'}")
+    return 0
+
+
+#: name -> (help, runner, takes free-form tool args)
+COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int], bool]] = {
+    "up": ("run the embedded stack (broker, processor, planner, console)", _up, False),
+    "processor": ("run the stream processor alone", _service("stream_processors.service:main"), False),
+    "planner": ("run the planner alone", _service("planner_service.service:main"), False),
+    "console": ("run the web console alone", _service("dash_app:main"), False),
+    "demo": ("stack + simulated workers, 2 of 8 lagging", _service("infra.demo:main"), False),
+    "migrate": ("apply the ClickHouse schema", _migrate, False),
+    "topics": ("create the Kafka topics on an external cluster", _topics, False),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shardsense", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, _, is_tool) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if is_tool:
+            p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the tool")
+        else:
+            Settings.add_arguments(p)
+        if name == "up":
+            p.add_argument("--services", default="", help="comma list, default all")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_args(args) if not COMMANDS[args.command][2] else Settings()
+    except ShardSenseError as exc:
+        print(f"shardsense: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log.debug("settings: %r", settings)
+    try:
+        return COMMANDS[args.command][1](settings, args)
+    except ShardSenseError as exc:
+        print(f"shardsense: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
