@@ -1,1 +1,27 @@
-"""planner_service package."""
+"""The planner: turns per-rank speed predictions into versioned shard maps worth moving to.
+
+- :mod:`planner_service.algorithms`: pure plan functions by name (``get_plan``).
+- :mod:`planner_service.policy`: gain vs cost, hysteresis, membership (no I/O).
+- :mod:`planner_service.service`: the Kafka/ClickHouse loop (``Planner``, ``main``).
+- :mod:`planner_service.bench`: plan quality and scale benchmark.
+"""
+
+from planner_service.algorithms import ALGORITHMS, Plan, get_plan
+from planner_service.policy import BandwidthEstimator, Decision, PlanPolicy, PolicyConfig
+from planner_service.service import Planner, main
+from planner_service.sink import ClickHouseSink, DecisionSink, MemorySink
+
+__all__ = [
+    "ALGORITHMS",
+    "BandwidthEstimator",
+    "ClickHouseSink",
+    "Decision",
+    "DecisionSink",
+    "MemorySink",
+    "Plan",
+    "PlanPolicy",
+    "Planner",
+    "PolicyConfig",
+    "get_plan",
+    "main",
+]
