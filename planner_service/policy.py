@@ -128,8 +128,8 @@ class BandwidthEstimator:
     to a sane range. A transfer that caused no measurable wait counts as 1 ms.
 
     >>> est = BandwidthEstimator(100e6, weight=1.0)
-    >>> est.observe(50e6, 1.0)
-    50000000.0
+    >>> round(est.observe(50e6, 1.0))
+    50000000
     """
 
     def __init__(

@@ -1,0 +1,264 @@
+"""The planner process: Kafka in (predictions, shard maps), Kafka + ClickHouse out.
+
+One consumer, no consumer group: the shard-map partition is read from the
+beginning (the compacted topic's latest map per job is the planner's whole
+persistent state, so a restart resumes from it and never bumps a version by
+itself), and the prediction partitions from ``rank_timeout`` ago (the speeds
+that still count). Partitions are assigned, not subscribed, so start-up costs
+no group join. Nothing is evaluated until the map partition is read to its end.
+
+Run it as ``shardsense planner`` (:func:`main`) or in a thread of the embedded
+stack (``Planner(settings).start()`` ... ``.stop()``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from planner_service.policy import Decision, PlanPolicy, PolicyConfig
+from planner_service.sink import ClickHouseSink, DecisionSink
+from shardsense.errors import InvalidEvent
+from shardsense.events import DeadLetter, Prediction, ShardMap, decode, encode, peek_identity
+from shardsense.kafka import consumer_config, producer_config
+from shardsense.settings import Settings
+
+__all__ = ["Planner", "main"]
+
+log = logging.getLogger(__name__)
+
+#: Batches under a new map over which its transfer cost is measured, and how long to wait.
+MEASURE_BATCHES = 20
+MEASURE_AFTER_S = 30.0
+
+
+class Planner:
+    """Plans one job (``settings.job_id``); see the module doc for the data flow."""
+
+    def __init__(
+        self, settings: Settings, *, sink: DecisionSink | None = None, client: Any = None
+    ) -> None:
+        """``sink`` replaces ClickHouse (tests); ``client`` shares the stack's ClickHouse client."""
+        self.settings = settings
+        self.policy = PlanPolicy(PolicyConfig.from_settings(settings), settings.job_id)
+        self.sink: DecisionSink = sink or ClickHouseSink(
+            settings.resolved_clickhouse_url, client=client
+        )
+        self.ready = threading.Event()  # set once the shard-map topic has been read to its end
+        self.stats = {"predictions": 0, "maps": 0, "invalid": 0, "decisions": 0, "published": 0}
+        self._unread_maps: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._measure: tuple[float, int, int, dict[int, float]] | None = None
+        self._measuring: Future[dict[int, float]] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="planner-measure")
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Planner:
+        """Run in a daemon thread (the embedded stack's way)."""
+        self._thread = threading.Thread(target=self.run, name="planner", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Consume, evaluate every ``planner_interval_ms``, publish; until ``stop`` is set."""
+        from confluent_kafka import Consumer, Producer
+
+        stop = stop or self._stop
+        s = self.settings
+        consumer = Consumer(
+            consumer_config(s, f"shardsense-planner-{s.job_id}", **{"enable.partition.eof": True})
+        )
+        producer = Producer(producer_config(s, **{"linger.ms": 0}))
+        try:
+            if not self._assign(consumer, stop):
+                return
+            interval = s.planner_interval_ms / 1000.0
+            next_eval = time.monotonic() + interval
+            while not stop.is_set():
+                msg = consumer.poll(min(0.2, interval))
+                if msg is not None:
+                    self._handle(msg, producer)
+                if self.ready.is_set() and time.monotonic() >= next_eval:
+                    next_eval = time.monotonic() + interval
+                    self._evaluate(producer)
+                    self._learn_bandwidth()
+        finally:
+            consumer.close()
+            producer.flush(5)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self.sink.close()
+
+    # ------------------------------------------------------------ input
+
+    def _assign(self, consumer: Any, stop: threading.Event) -> bool:
+        """Assign the map partition from the start and predictions from the timeout ago."""
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+
+        s = self.settings
+        topics = [s.topic_shard_maps, s.topic_predictions]
+        while not stop.is_set():
+            meta = consumer.list_topics(timeout=5)
+            if all(t in meta.topics and meta.topics[t].partitions for t in topics):
+                break
+            log.info("planner: waiting for topics %s", topics)
+            stop.wait(1.0)
+        else:
+            return False
+        since_ms = int((time.time() - s.planner_rank_timeout_s) * 1000)
+        wanted = [
+            TopicPartition(s.topic_predictions, p, since_ms)
+            for p in meta.topics[s.topic_predictions].partitions
+        ]
+        starts = [
+            TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+            for tp in consumer.offsets_for_times(wanted, timeout=10)
+        ]
+        maps = [TopicPartition(s.topic_shard_maps, p, OFFSET_BEGINNING)
+                for p in meta.topics[s.topic_shard_maps].partitions]
+        self._unread_maps = {tp.partition for tp in maps}
+        consumer.assign(maps + starts)
+        log.info("planner for job %s reading %s and %s", s.job_id, *topics)
+        return True
+
+    def _handle(self, msg: Any, producer: Any) -> None:
+        s = self.settings
+        err = msg.error()
+        if err is not None:
+            if err.code() == -191 and msg.topic() == s.topic_shard_maps:  # _PARTITION_EOF
+                self._unread_maps.discard(msg.partition())
+                if not self._unread_maps and not self.ready.is_set():
+                    log.info("planner: caught up on shard maps (latest version %s)",
+                             self.policy.base.map_version if self.policy.base else None)
+                    self.ready.set()
+            elif err.code() != -191:
+                log.warning("planner: consumer error %s", err)
+            return
+        is_map = msg.topic() == s.topic_shard_maps
+        if is_map and msg.key() is not None and msg.key() != s.job_id.encode():
+            return  # another job's map
+        try:
+            event = decode(msg.value(), expect=ShardMap if is_map else Prediction,
+                           max_bytes=s.max_event_bytes)
+        except InvalidEvent as exc:
+            self.stats["invalid"] += 1
+            self._dead_letter(producer, exc, msg)
+            return
+        if event.job_id != s.job_id:
+            return
+        if isinstance(event, ShardMap):
+            self.stats["maps"] += 1
+            if self.policy.observe_map(event):
+                log.debug("planner: base map is now version %d", event.map_version)
+        elif isinstance(event, Prediction):
+            self.stats["predictions"] += 1
+            self.policy.observe_prediction(event)
+
+    def _dead_letter(self, producer: Any, exc: InvalidEvent, msg: Any) -> None:
+        """Route a payload that breaks the contract to the dead-letter topic; never crash."""
+        job, worker = peek_identity(msg.value())
+        if job != self.settings.job_id:
+            return  # another job's consumer (or the processor) reports its own garbage
+        dead = DeadLetter.for_payload(
+            exc, msg.value(), source_topic=msg.topic(), source_partition=msg.partition(),
+            source_offset=msg.offset(), job_id=job, worker_id=worker,
+        )
+        log.warning("planner: rejected %s@%d: %s", msg.topic(), msg.offset(), exc)
+        producer.produce(self.settings.topic_dead_letters, key=job.encode(), value=encode(dead))
+        producer.poll(0)
+
+    # ------------------------------------------------------------ output
+
+    def _evaluate(self, producer: Any) -> Decision | None:
+        decision = self.policy.evaluate()
+        if decision is None:
+            return None
+        self.stats["decisions"] += 1
+        if decision.shard_map is not None:
+            error = self._publish(producer, decision.shard_map)
+            if error:
+                log.error("planner: publishing map v%d failed: %s",
+                          decision.shard_map.map_version, error)
+                return None  # the policy retries at the next interval
+        log.log(logging.INFO if decision.shard_map else logging.DEBUG,
+                "planner %s v%d: %s", decision.decision, decision.map_version, decision.reason)
+        self.sink.record_decision(self.settings.job_id, decision)
+        return decision
+
+    def _publish(self, producer: Any, new_map: ShardMap) -> str:
+        """Produce synchronously; adopt the map only once the broker has it."""
+        base = self.policy.base
+        errors: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        producer.produce(self.settings.topic_shard_maps, key=self.settings.job_id.encode(),
+                         value=encode(new_map), on_delivery=delivered)
+        if producer.flush(10) > 0:
+            errors.append("not delivered within 10 s")
+        if errors:
+            return "; ".join(errors)
+        self.stats["published"] += 1
+        self.policy.observe_map(new_map)
+        self.sink.record_map(new_map)
+        if base is not None and self.settings.planner_learn_bandwidth:
+            had = [len(ids) for ids in base.shards]
+            per_rank = {
+                r: float((len(ids) - had[r]) * self.settings.planner_shard_bytes)
+                for r, ids in enumerate(new_map.shards[: base.world_size])
+                if len(ids) > had[r]
+            }
+            if per_rank:
+                due = time.monotonic() + MEASURE_AFTER_S
+                self._measure = (due, base.map_version, new_map.map_version, per_rank)
+        return ""
+
+    def _learn_bandwidth(self) -> None:
+        """Off the hot path: ask ClickHouse what the last move cost in data-wait."""
+        if self._measuring is not None and self._measuring.done():
+            future, self._measuring = self._measuring, None
+            assert self._measure is not None
+            _, _, _, per_rank = self._measure
+            try:
+                waits = future.result()
+            except Exception as exc:
+                log.warning("planner: cannot measure transfer cost: %s", exc)
+                waits = {}
+            for rank, extra in waits.items():
+                bps = self.policy.set_bandwidth(per_rank[rank], extra)
+                log.info("planner: rank %d took %.3fs extra wait -> bandwidth %.3g B/s",
+                         rank, extra, bps)
+            self._measure = None
+        if self._measure is not None and self._measuring is None:
+            due, old, new, per_rank = self._measure
+            if time.monotonic() >= due:
+                self._measuring = self._executor.submit(
+                    self.sink.transfer_waits, self.settings.job_id, old, new,
+                    sorted(per_rank), MEASURE_BATCHES,
+                )
+
+
+def main(settings: Settings) -> int:
+    """``shardsense planner``: run until SIGINT/SIGTERM; 0 on a clean stop."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("planner: signal %d, stopping", signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    Planner(settings).run(stop)
+    return 0

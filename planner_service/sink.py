@@ -1,0 +1,163 @@
+"""Where the planner's decisions and maps go: ClickHouse off the hot path, or memory in tests.
+
+:class:`ClickHouseSink` queues rows and inserts them from its own thread, so a
+slow or absent ClickHouse never delays planning or publishing; rows that cannot
+be written after a few tries are dropped with an error log (Kafka, not
+ClickHouse, is the source of truth for maps).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from planner_service.policy import Decision
+from shardsense.events import ShardMap
+
+__all__ = ["MAP_COLUMNS", "ClickHouseSink", "DecisionSink", "MemorySink", "map_row"]
+
+log = logging.getLogger(__name__)
+
+MAP_COLUMNS = (
+    "job_id", "map_version", "event_id", "ts", "apply_epoch", "apply_step", "num_shards",
+    "global_batch_size", "batch_sizes", "shards", "predicted_gain_s", "move_cost_s", "reason",
+)
+
+#: Per rank: the first batches under the new map and the median wait under the old.
+_TRANSFER_SQL = """
+SELECT worker_id,
+       quantileIf(0.5)(data_wait_s, map_version = {old:UInt32}) AS baseline,
+       arraySlice(arrayMap(x -> x.2, arraySort(x -> x.1,
+           groupArrayIf((step, data_wait_s), map_version = {new:UInt32}))), 1, {k:UInt32}) AS first
+FROM batch_timings FINAL
+WHERE job_id = {job:String} AND map_version IN ({old:UInt32}, {new:UInt32})
+  AND worker_id IN {ranks:Array(Int32)}
+GROUP BY worker_id
+"""
+
+
+def map_row(m: ShardMap) -> list[Any]:
+    """Values for ClickHouse ``shard_maps`` in :data:`MAP_COLUMNS` order."""
+    return [
+        m.job_id, m.map_version, m.event_id, datetime.fromtimestamp(m.ts, UTC), m.apply_epoch,
+        m.apply_step, m.num_shards, m.global_batch_size, m.batch_sizes, m.shards,
+        m.predicted_gain_s, m.move_cost_s, m.reason,
+    ]
+
+
+class DecisionSink(Protocol):
+    """What the planner needs from storage; everything must return quickly."""
+
+    def record_decision(self, job_id: str, decision: Decision) -> None: ...
+
+    def record_map(self, shard_map: ShardMap) -> None: ...
+
+    def transfer_waits(
+        self, job_id: str, old: int, new: int, ranks: list[int], first: int
+    ) -> dict[int, float]:
+        """Extra data-wait (s) of each rank over its first batches under map ``new``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemorySink:
+    """Keeps everything in lists; ``waits`` is what :meth:`transfer_waits` answers."""
+
+    def __init__(self) -> None:
+        self.decisions: list[Decision] = []
+        self.maps: list[ShardMap] = []
+        self.waits: dict[int, float] = {}
+
+    def record_decision(self, job_id: str, decision: Decision) -> None:
+        self.decisions.append(decision)
+
+    def record_map(self, shard_map: ShardMap) -> None:
+        self.maps.append(shard_map)
+
+    def transfer_waits(
+        self, job_id: str, old: int, new: int, ranks: list[int], first: int
+    ) -> dict[int, float]:
+        return {r: w for r, w in self.waits.items() if r in ranks}
+
+    def close(self) -> None:
+        pass
+
+
+class ClickHouseSink:
+    """Batches inserts into ``planner_decisions`` and ``shard_maps`` from a daemon thread."""
+
+    def __init__(
+        self, url: str, *, client: Any = None, flush_s: float = 0.5, retries: int = 3
+    ) -> None:
+        self.url = url
+        self.flush_s = flush_s
+        self.retries = retries
+        self._queue: queue.Queue[tuple[str, list[Any]] | None] = queue.Queue()
+        self._client: Any = client  # shared client (embedded stack) or None: connect lazily
+        self._thread = threading.Thread(target=self._run, name="planner-sink", daemon=True)
+        self._thread.start()
+
+    def client(self) -> Any:
+        if self._client is None:
+            from shardsense.clickhouse import connect
+
+            self._client = connect(self.url)
+        return self._client
+
+    def record_decision(self, job_id: str, decision: Decision) -> None:
+        self._queue.put(("planner_decisions", decision.row(job_id)))
+
+    def record_map(self, shard_map: ShardMap) -> None:
+        self._queue.put(("shard_maps", map_row(shard_map)))
+
+    def transfer_waits(
+        self, job_id: str, old: int, new: int, ranks: list[int], first: int
+    ) -> dict[int, float]:
+        """Per rank with ``first`` batches under ``new``: sum of wait above its old median."""
+        params = {"job": job_id, "old": old, "new": new, "ranks": ranks, "k": first}
+        rows = self.client().query(_TRANSFER_SQL, parameters=params).result_rows
+        return {
+            int(rank): float(sum(max(0.0, w - base) for w in waits))
+            for rank, base, waits in rows
+            if len(waits) >= first and base == base  # NaN baseline: no batches before
+        }
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        pending: dict[str, list[list[Any]]] = {}
+        tries = 0
+        done = False
+        while not done:
+            try:
+                item = self._queue.get(timeout=self.flush_s)
+                while True:
+                    if item is None:
+                        done = True
+                    else:
+                        pending.setdefault(item[0], []).append(item[1])
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if not pending:
+                continue
+            try:
+                for table, rows in list(pending.items()):
+                    columns = Decision.COLUMNS if table == "planner_decisions" else MAP_COLUMNS
+                    self.client().insert(table, rows, column_names=list(columns))
+                    del pending[table]
+                tries = 0
+            except Exception as exc:
+                tries += 1
+                log.error("planner: ClickHouse insert failed (%d/%d): %s", tries, self.retries, exc)
+                if tries >= self.retries:
+                    log.error("planner: dropping %d rows", sum(map(len, pending.values())))
+                    pending.clear()
+                    tries = 0
