@@ -53,7 +53,7 @@ def main(
     *,
     seconds: float = 20.0,
     steps_per_report: int = 50,
-    services: tuple[str, ...] = ("planner", "console"),
+    services: tuple[str, ...] = ("processor", "planner", "console"),
 ) -> int:
     """Run the demo for ``seconds`` of simulated training, then print the summary."""
     from confluent_kafka import Producer
@@ -62,12 +62,15 @@ def main(
     from stream_processors.service import default_hooks
 
     console = Console()
-    stack = Stack(settings, services).start()
+    stack = Stack(settings, tuple(x for x in services if x != "processor")).start()
     processor = None
     try:
         console.print(stack.banner().replace("Ctrl-C to stop", "demo running"))
         app = create_app(settings, stack.client, default_hooks(settings, stack.client))
-        processor = ProcessorThread(app, log_level="WARNING").start()
+        if stack.console_url:
+            console.print(f"console: {stack.console_url}")
+        if "processor" in services:
+            processor = ProcessorThread(app, log_level="WARNING").start()
         fleet = SimulatedFleet(settings.job_id)
         producer = Producer(producer_config(settings))
         sent = 0

@@ -46,8 +46,20 @@ def _tool(target: str) -> Callable[[Settings, argparse.Namespace], int]:
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from infra.stack import SERVICES, up
 
-    services = tuple(args.services.split(",")) if args.services else SERVICES
-    return up(settings, services)
+    return up(settings, _services(args.services) if args.services else SERVICES)
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.demo import main as demo
+    from infra.stack import SERVICES
+
+    services = _services(args.services) if args.services else SERVICES
+    return demo(settings, seconds=args.seconds, services=services)
+
+
+def _services(spec: str) -> tuple[str, ...]:
+    """``--services`` value: a comma list of SERVICES, or ``none``."""
+    return () if spec == "none" else tuple(x for x in spec.split(",") if x)
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -76,7 +88,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int], bo
     "processor": ("run the stream processor alone", _service("stream_processors.service:main"), False),
     "planner": ("run the planner alone", _service("planner_service.service:main"), False),
     "console": ("run the web console alone", _service("dash_app:main"), False),
-    "demo": ("stack + simulated workers, 2 of 8 lagging", _service("infra.demo:main"), False),
+    "demo": ("stack + simulated workers, 2 of 8 lagging", _demo, False),
     "migrate": ("apply the ClickHouse schema", _migrate, False),
     "topics": ("create the Kafka topics on an external cluster", _topics, False),
 }
@@ -91,8 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the tool")
         else:
             Settings.add_arguments(p)
-        if name == "up":
-            p.add_argument("--services", default="", help="comma list, default all")
+        if name in ("up", "demo"):
+            p.add_argument(
+                "--services", default="",
+                help="comma list of processor,planner,console to run here, or 'none' "
+                     "(when they run elsewhere); default all",
+            )
+        if name == "demo":
+            p.add_argument("--seconds", type=float, default=30.0,
+                           help="simulated training time (default 30)")
     return parser
 
 
