@@ -1,0 +1,155 @@
+"""The planner against the real embedded broker and chDB: publish, skip, elastic, restart."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from planner_service.service import Planner
+from shardsense.clickhouse import connect
+from shardsense.events import Prediction, ShardMap, decode, encode, new_event_id
+from shardsense.kafka import consumer_config, producer_config
+from shardsense.settings import Settings
+from shardsense.topics import timing_key
+
+pytestmark = pytest.mark.integration
+
+WORLD, SHARDS, BATCH = 4, 64, 128
+
+
+def fast(settings: Settings, **over: int) -> Settings:
+    return settings.replace(**{
+        "planner_interval_ms": 200, "planner_confirmations": 1, "planner_smoothing_pct": 100,
+        "planner_learn_bandwidth": 0, **over,
+    })
+
+
+def publish_base(settings: Settings, producer: Producer) -> ShardMap:
+    per = SHARDS // WORLD
+    base = ShardMap.build(
+        settings.job_id, 1, [list(range(r * per, (r + 1) * per)) for r in range(WORLD)],
+        [BATCH // WORLD] * WORLD, num_samples=50_000, worker_id=0,
+    )
+    producer.produce(settings.topic_shard_maps, encode(base), key=settings.job_id.encode())
+    producer.flush(10)
+    return base
+
+
+def predict(settings: Settings, producer: Producer, tps: dict[int, float], step: int) -> None:
+    for rank, t in tps.items():
+        p = Prediction(settings.job_id, rank, new_event_id(), time.time(),
+                       time_per_sample_s=t, based_on_step=step)
+        producer.produce(settings.topic_predictions, encode(p),
+                         key=timing_key(settings.job_id, rank))
+    producer.flush(10)
+
+
+def read_maps(settings: Settings) -> list[ShardMap]:
+    """Every map of the job on the compacted topic, in order."""
+    consumer = Consumer(consumer_config(settings, "test-reader", **{"enable.partition.eof": True}))
+    consumer.assign([TopicPartition(settings.topic_shard_maps, 0, OFFSET_BEGINNING)])
+    maps: list[ShardMap] = []
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                break  # end of partition
+            m = decode(msg.value(), expect=ShardMap)
+            assert isinstance(m, ShardMap)
+            maps.append(m)
+    finally:
+        consumer.close()
+    return maps
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_slow_rank_gets_half_the_share_noise_is_skipped_restart_keeps_version(
+    settings: Settings,
+) -> None:
+    s = fast(settings)
+    producer = Producer(producer_config(s))
+    publish_base(s, producer)
+    speeds = {0: 0.01, 1: 0.01, 2: 0.01, 3: 0.02}
+    predict(s, producer, speeds, step=40)
+    planner = Planner(s).start()
+    try:
+        wait_for(lambda: planner.stats["published"] >= 1)
+        rng = random.Random(3)
+        for step in range(41, 46):  # +-3% noise around the same speeds: nothing worth moving
+            predict(s, producer, {r: t * rng.uniform(0.97, 1.03) for r, t in speeds.items()}, step)
+            time.sleep(0.25)
+        wait_for(lambda: planner.stats["decisions"] >= 4)
+    finally:
+        planner.stop()
+    maps = read_maps(s)
+    assert [m.map_version for m in maps] == [1, 2]
+    new = maps[-1]
+    assert new.worker_id == -1 and new.apply_step == 40
+    assert new.batch_sizes[3] * 2 == pytest.approx(new.batch_sizes[0], abs=2)
+    assert len(new.shards[3]) * 2 == pytest.approx(len(new.shards[0]), abs=2)
+    assert set(range(16)) <= set(new.shards[0])  # rank 0 kept its own shards
+
+    restarted = Planner(s).start()  # reads v2 back, replays the recent predictions
+    try:
+        wait_for(restarted.ready.is_set)
+        predict(s, producer, speeds, step=50)
+        wait_for(lambda: restarted.stats["decisions"] >= 1)
+        assert restarted.policy.base is not None and restarted.policy.base.map_version == 2
+    finally:
+        restarted.stop()
+    assert [m.map_version for m in read_maps(s)] == [1, 2]
+
+    client = connect(s.resolved_clickhouse_url)
+    rows = client.query(
+        "SELECT decision, count(), max(map_version) FROM planner_decisions FINAL "
+        "WHERE job_id = {j:String} GROUP BY decision", parameters={"j": s.job_id},
+    ).result_rows
+    counts = {d: (n, v) for d, n, v in rows}
+    assert counts["published"] == (1, 2)
+    assert counts["skipped"][0] >= 3
+    stored = client.query(
+        "SELECT map_version, batch_sizes FROM shard_maps FINAL WHERE job_id = {j:String}",
+        parameters={"j": s.job_id},
+    ).result_rows
+    assert stored == [(2, new.batch_sizes)]
+
+
+def test_noisy_equal_speeds_never_publish_and_a_silent_rank_forces_a_replan(
+    settings: Settings,
+) -> None:
+    s = fast(settings, planner_confirmations=2, planner_smoothing_pct=30,
+             planner_rank_timeout_s=3)
+    producer = Producer(producer_config(s))
+    publish_base(s, producer)
+    planner = Planner(s).start()
+    rng = random.Random(5)
+    try:
+        for step in range(12):
+            predict(s, producer, {r: 0.01 * rng.uniform(0.92, 1.08) for r in range(WORLD)}, step)
+            time.sleep(0.2)
+        wait_for(lambda: planner.stats["decisions"] >= 5)
+        assert planner.stats["published"] == 0
+        for step in range(12, 40):  # rank 2 falls silent
+            predict(s, producer, {r: 0.01 for r in (0, 1, 3)}, step)
+            time.sleep(0.2)
+            if planner.stats["published"]:
+                break
+    finally:
+        planner.stop()
+    maps = read_maps(s)
+    assert [m.map_version for m in maps] == [1, 2]
+    assert maps[-1].batch_sizes[2] == 0 and maps[-1].shards[2] == []
+    assert "rank 2 silent" in maps[-1].reason
