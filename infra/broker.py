@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from shardsense.errors import BrokerMissing, PortInUse, StackError
 
@@ -102,7 +103,7 @@ class EmbeddedBroker:
                 f"or pick another with SHARDSENSE_BROKER_PORT / --broker-port"
             )
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        out: Any = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
@@ -110,7 +111,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded at this point
+            preexec_fn=_die_with_parent,
         )
         if out is not subprocess.DEVNULL:
             out.close()

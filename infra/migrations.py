@@ -54,6 +54,8 @@ def apply_schema(client: Any, schema_dir: Path = SCHEMA_DIR) -> list[str]:
                 client.command(statement)
             except Exception as exc:
                 raise MigrationError(f"{path.name}: {exc}") from exc
-        client.insert("schema_migrations", [[path.name, checksum]], column_names=["name", "checksum"])
+        client.insert(
+            "schema_migrations", [[path.name, checksum]], column_names=["name", "checksum"]
+        )
         applied.append(path.name)
     return applied

@@ -84,13 +84,9 @@ class Stack:
         return planner
 
     def _start_console(self) -> _Service:
-        from dash_app import ConsoleServer, create_app
+        from dash_app.server import ConsoleServer
 
-        server = ConsoleServer(
-            create_app(self.settings, client=self.client),
-            self.settings.console_host,
-            self.settings.console_port,
-        )
+        server = ConsoleServer(self.settings, client=self.client)
         self.console_url = server.start()
         return server
 

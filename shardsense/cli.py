@@ -85,7 +85,9 @@ def _topics(settings: Settings, args: argparse.Namespace) -> int:
 #: name -> (help, runner, takes free-form tool args)
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int], bool]] = {
     "up": ("run the embedded stack (broker, processor, planner, console)", _up, False),
-    "processor": ("run the stream processor alone", _service("stream_processors.service:main"), False),
+    "processor": (
+        "run the stream processor alone", _service("stream_processors.service:main"), False
+    ),
     "planner": ("run the planner alone", _service("planner_service.service:main"), False),
     "console": ("run the web console alone", _service("dash_app:main"), False),
     "demo": ("stack + simulated workers, 2 of 8 lagging", _demo, False),

@@ -27,7 +27,7 @@ import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from shardsense.errors import InvalidEvent, InvalidShardMap
 
@@ -262,8 +262,9 @@ class ShardMap(_Envelope):
     ``r``'s per-step sample count and they sum to ``global_batch_size``.
     ``num_samples`` (dataset length) and ``max_batch_size`` (per-rank cap from
     device memory, 0 = none) describe the job so that the planner can plan
-    from the map alone; every later map keeps them. The map applies from ``(apply_epoch, apply_step)`` or the first step all
-    ranks agree on after it. ``map_version`` increases by one per job.
+    from the map alone; every later map keeps them. The map applies from
+    ``(apply_epoch, apply_step)`` or the first step all ranks agree on after
+    it. ``map_version`` increases by one per job.
     """
 
     map_version: int = 0
@@ -374,7 +375,8 @@ def check_partition(shards: list[list[int]], num_shards: int) -> None:
     >>> check_partition([[0, 1], [1]], 3)
     Traceback (most recent call last):
     ...
-    shardsense.errors.InvalidShardMap: not_a_partition: shard 1 is assigned twice; shard 2 is unassigned
+    shardsense.errors.InvalidShardMap: not_a_partition: shard 1 is assigned twice; \
+shard 2 is unassigned
     """
     seen = [0] * num_shards
     for rank_shards in shards:
@@ -453,7 +455,7 @@ class DeadLetter(_Envelope):
         )
 
 
-Event = Union[TimingReport, Prediction, ShardMap, DeadLetter]
+Event = TimingReport | Prediction | ShardMap | DeadLetter
 _KINDS: dict[str, Any] = {c.kind: c for c in (TimingReport, Prediction, ShardMap, DeadLetter)}
 
 

@@ -321,7 +321,9 @@ class Settings:
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep or not key:
-                raise ConfigError("--kafka-option", f"expected PROP=VALUE, got {pair.split('=')[0]!r}")
+                raise ConfigError(
+                    "--kafka-option", f"expected PROP=VALUE, got {pair.split('=')[0]!r}"
+                )
             options[key] = value
         return cls.from_env(env, kafka_options=options, **overrides)
 

@@ -12,6 +12,7 @@ predictions). Offsets are acknowledged only after the batch is written
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,9 +86,14 @@ def create_app(
 
     @app.agent(timings, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S):
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S
+        )
+        async for events in batches:
             payloads = [(e.message.value, e.message.partition, e.message.offset) for e in events]
-            routed = route(payloads, topic=settings.topic_timings, max_bytes=settings.max_event_bytes)
+            routed = route(
+                payloads, topic=settings.topic_timings, max_bytes=settings.max_event_bytes
+            )
             if routed.dead:
                 futures = [
                     await dead_topic.send(key=d.job_id.encode(), value=encode(d))
@@ -197,10 +203,8 @@ class ProcessorThread:
                 loop=self._loop,
             )
             self._loop.call_soon(ready.set)
-            try:
+            with contextlib.suppress(SystemExit):
                 self._worker.execute_from_commandline()
-            except SystemExit:
-                pass
 
         self._thread = threading.Thread(target=_run, name="faust-processor", daemon=True)
         self._thread.start()

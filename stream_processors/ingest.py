@@ -14,7 +14,14 @@ from typing import Any
 from shardsense.errors import InvalidEvent
 from shardsense.events import DeadLetter, TimingReport, decode, peek_identity
 
-__all__ = ["DEAD_LETTER_COLUMNS", "TIMING_ROW_COLUMNS", "Routed", "dead_letter_rows", "route", "timing_rows"]
+__all__ = [
+    "DEAD_LETTER_COLUMNS",
+    "TIMING_ROW_COLUMNS",
+    "Routed",
+    "dead_letter_rows",
+    "route",
+    "timing_rows",
+]
 
 #: Column order of ``batch_timings`` inserts (see infra/clickhouse/001_core.sql).
 TIMING_ROW_COLUMNS = (
@@ -63,7 +70,7 @@ def route(
 
 
 def _micros(seconds: float) -> int:
-    return int(round(seconds * 1_000_000))
+    return round(seconds * 1_000_000)
 
 
 def timing_rows(reports: Sequence[TimingReport]) -> list[list[Any]]:

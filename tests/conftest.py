@@ -31,7 +31,9 @@ def _docker_engine_reason() -> str | None:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
     """Kafka bootstrap + ClickHouse URL of one backend, started once per session."""
     if request.param == "docker":
         reason = _docker_engine_reason()

@@ -35,11 +35,15 @@ def _broken(job: str, max_bytes: int) -> dict[str, bytes]:
     return {
         "not_json": b"\x00\x01 definitely not json",
         "bad_type": json.dumps(_report(job, worker_id="seven")).encode(),
-        "not_finite": json.dumps(_report(job), allow_nan=True).replace('"ts": ', '"ts": NaN, "x": ').encode(),
-        "negative": json.dumps(_report(job, timings={**cols, "data_wait_s": [0.1, -0.5, 0.1]})).encode(),
+        "not_finite": json.dumps(_report(job)).replace('"ts": ', '"ts": NaN, "x": ').encode(),
+        "negative": json.dumps(
+            _report(job, timings={**cols, "data_wait_s": [0.1, -0.5, 0.1]})
+        ).encode(),
         "bad_version": json.dumps(_report(job, v=99)).encode(),
         "oversized": b'{"v":1,"pad":"' + b"x" * (max_bytes + 10) + b'"}',
-        "missing_field": json.dumps({k: v for k, v in _report(job).items() if k != "event_id"}).encode(),
+        "missing_field": json.dumps(
+            {k: v for k, v in _report(job).items() if k != "event_id"}
+        ).encode(),
         "bad_shape": json.dumps(_report(job, timings={**cols, "step": [1]})).encode(),
         "unknown_kind": json.dumps(_report(job, kind="gossip")).encode(),
         "empty": b"",

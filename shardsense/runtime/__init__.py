@@ -1,0 +1,1 @@
+"""Training-side runtime (implemented in ``producers``; needs the ``train`` extra)."""
