@@ -1,0 +1,280 @@
+"""Batch timings from a training rank to Kafka, without ever slowing the training loop.
+
+``offer`` appends one tuple to a bounded deque (a few hundred ns, never blocks, never
+raises). A daemon thread packs up to ``max_per_report`` timings into one column-wise
+:class:`~shardsense.events.TimingReport` per Kafka message (the stream processor pays
+~240 µs per message, not per timing) and produces them keyed ``"<job>/<rank>"`` with the
+shared idempotent, lz4, murmur2 producer config, so a rank's reports stay in order.
+
+Whatever cannot be shipped (queue full, librdkafka queue full, message timeout, invalid
+values) is dropped and counted, and logged at most every ``LOG_EVERY_S`` seconds: a dead
+broker costs training nothing but lost telemetry, and bounded memory.
+
+Create the sink in the training process, not in forked DataLoader workers: librdkafka's
+threads do not survive ``fork``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import socket
+import threading
+import time
+from collections import deque
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from producers.ratelimit import LOG_EVERY_S, rate_limited_logger
+from producers.timingpack import pack_timings
+from shardsense.errors import ConfigError
+from shardsense.kafka import producer_config
+from shardsense.settings import Settings
+from shardsense.topics import timing_key
+
+__all__ = ["KafkaTimingSink"]
+
+log = logging.getLogger(__name__)
+
+
+class KafkaTimingSink:
+    """A :class:`producers.seams.TimingSink` that ships timings to ``settings.topic_timings``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: int,
+        *,
+        max_queue: int = 65536,
+        flush_every_s: float = 0.5,
+        max_per_report: int = 2000,
+        message_timeout_s: float = 30.0,
+        max_buffered_kbytes: int = 32768,
+    ) -> None:
+        if max_queue < 1 or max_per_report < 1 or flush_every_s <= 0:
+            raise ValueError("max_queue, max_per_report and flush_every_s must be positive")
+        self._settings = settings
+        self._worker_id = worker_id
+        self._key = timing_key(settings.job_id, worker_id)
+        self._host = socket.gethostname()[:255]
+        self._max_queue = max_queue
+        self._flush_every_s = flush_every_s
+        self._max_per_report = max_per_report
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stop = threading.Event()
+        self._deadline = math.inf
+        self._fatal = False
+        self._full_until = -math.inf
+        # Counters: _drop_full is written under _lock, the others only by the sender
+        # thread (delivery callbacks run in its poll/flush), so no update is lost.
+        self._drop_full = 0
+        self._drop_kafka = 0
+        self._drop_invalid = 0
+        self._sent = 0
+        self._messages = 0
+        self._produced_rows = 0
+        self.last_error = ""
+        self._logged_drops = 0
+        self._last_drop_log = -math.inf
+        self._rdlog = rate_limited_logger("shardsense.rdkafka.telemetry")
+        self._config = producer_config(
+            settings,
+            **{
+                "message.timeout.ms": int(message_timeout_s * 1000),
+                "queue.buffering.max.messages": 1000,
+                "queue.buffering.max.kbytes": max_buffered_kbytes,
+                "logger": self._rdlog,
+                "error_cb": self._on_error,
+            },
+        )
+        self._producer = self._new_producer()
+        self._thread = threading.Thread(
+            target=self._run, name=f"shardsense-telemetry-{worker_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _new_producer(self) -> Producer:
+        try:
+            return Producer(self._config)
+        except KafkaException as exc:
+            raise ConfigError("SHARDSENSE_RDKAFKA_*", f"bad Kafka producer config: {exc}") from exc
+
+    # ------------------------------------------------------------ training thread
+
+    def offer(
+        self,
+        epoch: int,
+        step: int,
+        samples: int,
+        data_wait_s: float,
+        compute_s: float,
+        map_version: int,
+        end_ts: float,
+    ) -> None:
+        """Queue one batch timing; never blocks, never raises (drops and counts when full)."""
+        try:
+            queue = self._queue
+            if len(queue) < self._max_queue and not self._closed:
+                queue.append((epoch, step, samples, data_wait_s, compute_s, map_version, end_ts))
+                return
+            with self._lock:
+                self._drop_full += 1
+        except Exception:  # pragma: no cover - the training loop must never see it
+            pass
+
+    @property
+    def dropped(self) -> int:
+        """Timings given up on: queue full, Kafka failures/timeouts, invalid values."""
+        return self._drop_full + self._drop_kafka + self._drop_invalid
+
+    @property
+    def sent(self) -> int:
+        """Timings the broker acknowledged."""
+        return self._sent
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for logs, benchmarks and the console (a snapshot, not atomic)."""
+        return {
+            "worker_id": self._worker_id,
+            "sent": self._sent,
+            "messages": self._messages,
+            "dropped": self.dropped,
+            "dropped_queue_full": self._drop_full,
+            "dropped_kafka": self._drop_kafka,
+            "dropped_invalid": self._drop_invalid,
+            "queued": len(self._queue),
+            "in_flight": self._produced_rows - self._sent - self._drop_kafka,
+            "last_error": self.last_error,
+        }
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ship what is queued within ``timeout`` seconds, drop (and count) the rest."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._deadline = time.monotonic() + max(0.0, timeout - 0.1)
+        self._stop.set()
+        self._thread.join(max(0.0, timeout))
+
+    def __enter__(self) -> KafkaTimingSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ sender thread
+
+    def _run(self) -> None:
+        tick = min(0.05, self._flush_every_s)
+        last_flush = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                due = now - last_flush >= self._flush_every_s
+                self._drain(everything=due)
+                if due:
+                    last_flush = now
+                self._producer.poll(0)
+                if self._fatal:
+                    self._replace_producer()
+                self._log_drops()
+                self._stop.wait(tick)
+        except Exception as exc:  # keep counting even if something unexpected breaks
+            log.exception("telemetry sender failed; remaining timings are dropped: %s", exc)
+        finally:
+            self._shutdown()
+
+    def _drain(self, everything: bool) -> None:
+        """Produce full reports now, and the partial tail when ``everything``."""
+        queue, cap = self._queue, self._max_per_report
+        while queue and (everything or len(queue) >= cap):
+            rows = [queue.popleft() for _ in range(min(cap, len(queue)))]
+            if time.monotonic() < self._full_until:  # don't pack what librdkafka refuses
+                self._drop_kafka += len(rows)
+                continue
+            payloads, invalid = pack_timings(
+                self._settings.job_id,
+                self._worker_id,
+                rows,
+                max_per_report=cap,
+                max_bytes=self._settings.max_event_bytes,
+                host=self._host,
+            )
+            self._drop_invalid += invalid
+            for payload, n in payloads:
+                self._produce(payload, n)
+
+    def _produce(self, payload: bytes, n: int) -> None:
+        try:
+            self._producer.produce(
+                self._settings.topic_timings,
+                payload,
+                self._key,
+                on_delivery=partial(self._on_delivery, n),
+            )
+            self._produced_rows += n
+        except BufferError:
+            self._drop_kafka += n
+            self._full_until = time.monotonic() + 1.0
+            self.last_error = "librdkafka queue full (broker slow or unreachable)"
+        except KafkaException as exc:
+            self._drop_kafka += n
+            self.last_error = str(exc)
+
+    def _on_delivery(self, n: int, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            self._sent += n
+            self._messages += 1
+        else:
+            self._drop_kafka += n
+            self.last_error = err.str()
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.last_error = err.str()
+        if err.fatal():
+            self._fatal = True
+        self._rdlog.warning("telemetry producer: %s", err.str())
+
+    def _replace_producer(self) -> None:
+        """After a fatal (idempotence) error the producer is dead: drop its queue, start over."""
+        log.warning("telemetry producer hit a fatal error (%s); recreating it", self.last_error)
+        self._fatal = False
+        self._discard_outstanding()
+        self._producer = self._new_producer()
+
+    def _discard_outstanding(self) -> None:
+        with contextlib.suppress(Exception):
+            self._producer.purge()
+            self._producer.poll(0)  # serves the purged deliveries: counted as dropped
+
+    def _log_drops(self) -> None:
+        dropped = self.dropped
+        now = time.monotonic()
+        if dropped > self._logged_drops and now - self._last_drop_log >= LOG_EVERY_S:
+            log.warning(
+                "telemetry rank %d: %d timings dropped so far (+%d), %d sent; last error: %s",
+                self._worker_id, dropped, dropped - self._logged_drops, self._sent,
+                self.last_error or "-",
+            )
+            self._logged_drops, self._last_drop_log = dropped, now
+
+    def _shutdown(self) -> None:
+        """Final drain and bounded flush (the thread's last act, so counters stay single-writer)."""
+        try:
+            self._drain(everything=True)
+            left = min(self._deadline - time.monotonic(), 5.0)  # 5 s if not closing
+            self._producer.flush(max(0.0, left))
+        except Exception as exc:  # pragma: no cover - best effort on the way out
+            self.last_error = str(exc)
+        self._discard_outstanding()
+        with self._lock:
+            self._drop_full += len(self._queue)
+            self._queue.clear()
+        self._last_drop_log = -math.inf
+        self._log_drops()
