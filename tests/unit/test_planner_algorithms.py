@@ -122,3 +122,15 @@ def test_settings_offer_exactly_the_registered_algorithms() -> None:
 
     (f,) = [f for f in dataclasses.fields(Settings) if f.name == "planner_algorithm"]
     assert set(f.metadata["choices"]) == set(ALGORITHMS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(problem=problems())
+def test_minmax_matches_an_independent_integer_optimum(problem: tuple) -> None:
+    from planner_service.bench import integer_optimum, min_moves_for_makespan
+
+    owner, speeds, batch, _ = problem
+    plan = get_plan("minmax", owner, speeds, batch)
+    t = step_time(plan.batch_sizes, speeds)
+    assert t == pytest.approx(integer_optimum(speeds, batch), rel=1e-9)
+    assert plan.moved >= min_moves_for_makespan(owner, speeds, t, batch)
