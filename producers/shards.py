@@ -1,0 +1,92 @@
+"""Virtual shards: a map-style dataset seen as ``num_shards`` contiguous index ranges.
+
+Nothing is copied: shard ``s`` is ``range(starts[s], starts[s] + sizes[s])`` over
+``range(len(dataset))``. Both the order in which a rank visits its shards and the
+order inside each shard are seeded by ``(seed, epoch)``, so every rank derives
+the same order without talking to the others, and a different one each epoch.
+
+>>> vs = VirtualShards(10, 3)
+>>> vs.sizes, vs.starts
+([4, 3, 3], [0, 4, 7])
+>>> order = EpochOrder(vs, seed=0, epoch=0)
+>>> sorted(order.indices([(0, 0, 4), (1, 0, 3), (2, 0, 3)]))
+[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["EpochOrder", "Segment", "VirtualShards"]
+
+#: ``(shard, start, count)``: positions ``start .. start+count-1`` of the shard's
+#: seeded permutation; consumption of a shard is always a growing prefix of it.
+Segment = tuple[int, int, int]
+
+
+class VirtualShards:
+    """Balanced contiguous index ranges (the first ``n % k`` shards get one more)."""
+
+    def __init__(self, num_samples: int, num_shards: int) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+            raise ValueError(f"num_shards must be a positive integer, got {num_shards!r}")
+        if num_shards > num_samples:
+            raise ValueError(
+                f"num_shards ({num_shards}) must not exceed the dataset length ({num_samples})"
+            )
+        self.num_samples = num_samples
+        self.num_shards = num_shards
+        base, extra = divmod(num_samples, num_shards)
+        self.sizes = [base + (1 if s < extra else 0) for s in range(num_shards)]
+        self.starts = [0] * num_shards
+        for s in range(1, num_shards):
+            self.starts[s] = self.starts[s - 1] + self.sizes[s - 1]
+
+    def __len__(self) -> int:
+        return self.num_shards
+
+    def __repr__(self) -> str:
+        return f"VirtualShards(num_samples={self.num_samples}, num_shards={self.num_shards})"
+
+
+class EpochOrder:
+    """The seeded orders of one epoch; shard permutations are built lazily and cached.
+
+    Only the shards a rank actually reads get a permutation, so a rank pays for
+    its own data, not for the whole dataset.
+    """
+
+    def __init__(self, shards: VirtualShards, seed: int, epoch: int) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.shards = shards
+        self.seed = seed
+        self.epoch = epoch
+        visit = np.random.default_rng([seed, epoch, 0]).permutation(shards.num_shards)
+        #: ``priority[s]``: position of shard ``s`` in this epoch's visiting order.
+        self.priority: list[int] = [0] * shards.num_shards
+        for pos, s in enumerate(visit.tolist()):
+            self.priority[s] = pos
+        self._perms: dict[int, np.ndarray] = {}
+
+    def permutation(self, shard: int) -> np.ndarray:
+        """Absolute sample indices of ``shard`` in this epoch's seeded order."""
+        perm = self._perms.get(shard)
+        if perm is None:
+            rng = np.random.default_rng([self.seed, self.epoch, 1, shard])
+            perm = self.shards.starts[shard] + rng.permutation(self.shards.sizes[shard])
+            self._perms[shard] = perm
+        return perm
+
+    def indices(self, segments: Sequence[Segment]) -> list[int]:
+        """Materialise segments into sample indices (the only per-sample work)."""
+        out: list[int] = []
+        for shard, start, count in segments:
+            out.extend(self.permutation(shard)[start : start + count].tolist())
+        return out
