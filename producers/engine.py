@@ -1,0 +1,366 @@
+"""ShardSenseRuntime: the drop-in that turns shard maps into per-rank batches.
+
+    runtime = ShardSenseRuntime(dataset, num_shards=1024, num_workers=world_size)
+    runtime.attach(ddp_model)            # gradient = mean over the global batch
+    loader = runtime.get_dataloader(worker_id=rank)
+    for epoch in range(epochs):
+        for batch in loader:
+            train_step(batch)
+        runtime.epoch_end(epoch)
+
+Agreement protocol: maps never apply where a rank happens to see them. At sync
+points (every ``sync_every`` steps, and at ``epoch_end``) rank 0 reads the
+newest map, checks it, picks the step it applies at (at least one sync interval
+and the loader prefetch depth ahead, so no rank has produced that step yet) and
+broadcasts map and step; every rank schedules exactly that. Maps moving more
+than ``mid_epoch_move_limit`` of the shards wait for ``epoch_end``. Without
+torch.distributed one process plays all ranks and decides alone.
+
+State: ``state_dict()`` holds epoch, step, seed and the epoch's plan (every map
+with its apply step, including decided-but-future ones). The schedule is a pure
+function of these, so ``load_state_dict`` replays the same order on any rank;
+with another world size rank 0 adds an equal-split map at the resume step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from producers.loader import ShardLoader
+from producers.maps import JobShape, assignment, elastic_map, map_problem, moved_shards
+from producers.memory import InMemoryMapSource, InMemoryTimingSink
+from producers.schedule import EpochSchedule
+from producers.seams import MapSource, TimingSink
+from producers.shards import EpochOrder, VirtualShards
+from producers.world import World
+from shardsense.errors import InvalidShardMap
+from shardsense.events import ShardMap, check_partition
+
+__all__ = ["ShardSenseRuntime"]
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = 1
+Decision = tuple[int, ShardMap]
+
+
+def _positive(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _is_partition(m: ShardMap, num_shards: int) -> bool:
+    try:
+        check_partition(m.shards, num_shards)
+    except InvalidShardMap:
+        return False
+    return True
+
+
+class ShardSenseRuntime:
+    """Virtual shards + epoch schedule + map agreement + timing, for one training job."""
+
+    def __init__(
+        self,
+        dataset: Sequence[Any],
+        num_shards: int = 1024,
+        num_workers: int | None = None,
+        *,
+        global_batch_size: int | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+        job_id: str | None = None,
+        max_batch_size: int = 0,
+        sync_every: int = 8,
+        loader_workers: int = 0,
+        prefetch_factor: int = 2,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        pin_memory: bool = False,
+        mid_epoch_move_limit: float = 0.25,
+        sink: TimingSink | Callable[[int], TimingSink] | None = None,
+        maps: MapSource | None = None,
+        settings: Any = None,
+        map_wait_s: float = 5.0,
+    ) -> None:
+        self.dataset = dataset
+        self.world = World.detect(num_workers)
+        size = self.world.size
+        self.seed = _positive("seed", seed, 0)
+        self.sync_every = _positive("sync_every", sync_every, 1)
+        _positive("batch_size", batch_size, 1)
+        _positive("max_batch_size", max_batch_size, 0)
+        self._loader_options = {
+            "loader_workers": _positive("loader_workers", loader_workers, 0),
+            "prefetch_factor": _positive("prefetch_factor", prefetch_factor, 1),
+            "collate_fn": collate_fn,
+            "pin_memory": pin_memory,
+        }
+        if not 0.0 <= mid_epoch_move_limit <= 1.0:
+            raise ValueError(f"mid_epoch_move_limit must be in [0, 1], got {mid_epoch_move_limit}")
+        self.mid_epoch_move_limit = mid_epoch_move_limit
+        self.shards = VirtualShards(len(dataset), num_shards)
+        batch = batch_size * size if global_batch_size is None else global_batch_size
+        _positive("global_batch_size", batch, size)
+        if batch > len(dataset):
+            raise ValueError(f"global_batch_size ({batch}) exceeds the dataset length")
+        job = job_id or (settings.job_id if settings is not None else "default")
+        self.job = JobShape(job, len(dataset), num_shards, batch, max_batch_size)
+        # Decisions happen at a sync point; they must land on a step no prefetcher reached.
+        lead = loader_workers * prefetch_factor
+        self._lead_steps = self.sync_every * max(1, math.ceil(lead / self.sync_every))
+        self._settings = settings
+        self._sink_arg = sink
+        self.sinks: dict[int, TimingSink] = {}
+        self._loaders: dict[int, ShardLoader] = {}
+        self._progress: dict[int, int] = {}
+        self._hook: Any = None
+        self._rejected: set[int] = set()
+        self._synced: set[int] = set()
+        self.maps = self._make_maps(maps, map_wait_s)
+        self._new_epoch(0, [(0, self._initial_map())])
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Same on every rank: ``num_samples // global_batch_size`` (the tail is dropped)."""
+        return self._schedule.steps
+
+    @property
+    def step(self) -> int:
+        """Steps this process's ranks have been handed in the current epoch."""
+        return min(self._progress.values(), default=self._start_step)
+
+    @property
+    def map_version(self) -> int:
+        """Version of the map in force at the current step."""
+        return self._schedule.assignment_at(self.step).version
+
+    def get_dataloader(self, worker_id: int | None = None) -> ShardLoader:
+        """The loader of rank ``worker_id`` (default: this process's torch.distributed rank)."""
+        rank = self.world.rank if worker_id is None else worker_id
+        if self.world.distributed and rank != self.world.rank:
+            raise ValueError(f"worker_id {rank} is not this process's rank {self.world.rank}")
+        if not 0 <= rank < self.world.size:
+            raise ValueError(f"worker_id must be in 0..{self.world.size - 1}, got {rank}")
+        if rank not in self._loaders:
+            self._progress[rank] = self.step
+            self._loaders[rank] = ShardLoader(
+                self, rank, self._sink_for(rank), **self._loader_options  # type: ignore[arg-type]
+            )
+        return self._loaders[rank]
+
+    def attach(self, model: Any) -> Any:
+        """Weight each rank's gradient by its share so DDP's update is the global-batch mean."""
+        from producers.ddp import attach_weighted_mean
+
+        self._hook = attach_weighted_mean(model)
+        return model
+
+    def epoch_end(self, epoch: int) -> None:
+        """The safe point for large reshards: rank 0's newest valid map applies from step 0."""
+        if epoch != self.epoch:
+            raise ValueError(f"epoch {epoch} is not the current epoch {self.epoch}")
+        decided = self.world.broadcast(
+            self._decide(0, at_epoch_end=True) if self.world.is_coordinator else None
+        )
+        start = decided[1] if decided else self._plan[-1][1]
+        self._new_epoch(self.epoch + 1, [(0, start)])
+
+    def sync_point(self, step: int) -> None:
+        """Called by the loaders every ``sync_every`` steps; runs once per step."""
+        if step in self._synced:
+            return
+        self._synced.add(step)
+        decided = self.world.broadcast(
+            self._decide(step, at_epoch_end=False) if self.world.is_coordinator else None
+        )
+        if decided:
+            self._schedule_map(*decided)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to replay this epoch's order exactly (same on every rank)."""
+        return {
+            "format": STATE_FORMAT,
+            "job_id": self.job.job_id,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "step": self.step,
+            "num_samples": self.job.num_samples,
+            "num_shards": self.job.num_shards,
+            "global_batch_size": self.job.global_batch_size,
+            "world_size": self.world.size,
+            "plan": [{"apply_step": s, "map": m.to_dict()} for s, m in self._plan],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume where ``state`` stopped; a new world size gets an elastic map at that step."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"state: unsupported format {state.get('format')!r}")
+        for key in ("num_samples", "num_shards", "global_batch_size", "job_id"):
+            if state[key] != getattr(self.job, key):
+                raise ValueError(f"state: {key} is {state[key]!r}, this runtime has "
+                                 f"{getattr(self.job, key)!r}")
+        epoch, step = int(state["epoch"]), int(state["step"])
+        plan = [(int(e["apply_step"]), ShardMap.from_dict(e["map"])) for e in state["plan"]]
+        if not plan or plan[0][0] != 0:
+            raise ValueError("state: the plan must start with a map at step 0")
+        if plan[-1][1].world_size != self.world.size:
+            plan = [(s, m) for s, m in plan if s < step or s == 0]
+            in_force = plan[-1][1]
+            newest = max(m.map_version for _, m in plan)
+            elastic = self.world.broadcast(
+                self._adopt_or_build(in_force, newest, f"elastic restart at epoch {epoch} "
+                                     f"step {step}") if self.world.is_coordinator else None
+            )
+            assert elastic is not None
+            plan = [(s, m) for s, m in plan if s < step] + [(step, elastic)]
+        self.seed = _positive("state: seed", int(state["seed"]), 0)
+        self._new_epoch(epoch, plan, start_step=step)
+
+    def close(self) -> None:
+        """Close the sinks and the map source (flushing what they can, briefly)."""
+        for obj in [*self.sinks.values(), self.maps]:
+            close = getattr(obj, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing %r failed", obj)
+
+    def __enter__(self) -> ShardSenseRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ used by ShardLoader
+
+    def progress(self, rank: int) -> int:
+        return self._progress.get(rank, self._start_step)
+
+    def indices(self, rank: int, step: int) -> list[int]:
+        """Rank ``rank``'s sample indices at ``step`` of the current epoch."""
+        segs = self._schedule.segments(rank, step, record=self._loaders.keys())
+        return self._order.indices(segs)
+
+    def begin_step(self, rank: int, step: int) -> tuple[int, int]:
+        """Mark ``step`` handed out; set the gradient weight. Returns (map version, samples)."""
+        a = self._schedule.assignment_at(step)
+        samples = a.batch_sizes[rank]
+        self._progress[rank] = step + 1
+        if self._hook is not None and rank == self.world.rank:
+            self._hook.scale = samples / self.job.global_batch_size
+        return a.version, samples
+
+    # ------------------------------------------------------------ internals
+
+    def _new_epoch(self, epoch: int, plan: list[Decision], start_step: int = 0) -> None:
+        self.epoch = epoch
+        self._order = EpochOrder(self.shards, self.seed, epoch)
+        self._schedule = EpochSchedule(
+            self.shards.sizes, self._order.priority, self.job.global_batch_size,
+            assignment(plan[0][1]),
+        )
+        self._plan: list[Decision] = []
+        self._newest = 0
+        for s, m in plan:
+            self._schedule_map(s, m)
+        self._schedule.advance_to(start_step)
+        self._start_step = start_step
+        self._progress = dict.fromkeys(self._progress, start_step)
+        self._synced = set()
+
+    def _schedule_map(self, step: int, m: ShardMap) -> None:
+        self._schedule.schedule(step, assignment(m))
+        self._plan = [(s, old) for s, old in self._plan if s != step] + [(step, m)]
+        self._newest = max(self._newest, m.map_version)
+        if step:
+            log.info("map v%d applies at epoch %d step %d", m.map_version, self.epoch, step)
+
+    def _latest(self) -> ShardMap | None:
+        try:
+            return self.maps.latest()
+        except Exception:
+            log.exception("map source failed; keeping map v%d", self._newest)
+            return None
+
+    def _decide(self, step: int, *, at_epoch_end: bool) -> Decision | None:
+        """Rank 0: the newest map that may apply, and where (``None``: nothing new)."""
+        m = self._latest()
+        if m is None or m.map_version <= self._newest or m.map_version in self._rejected:
+            return None
+        problem = map_problem(m, self.job, self.world.size)
+        if problem is not None:
+            self._rejected.add(m.map_version)
+            log.warning("rejected map v%d: %s; map v%d stays in force",
+                        m.map_version, problem, self._newest)
+            return None
+        if at_epoch_end:
+            return (0, m) if (m.apply_epoch, m.apply_step) <= (self.epoch + 1, 0) else None
+        apply = max(step + self._lead_steps, self._schedule.position)
+        if apply >= self.steps_per_epoch or (m.apply_epoch, m.apply_step) > (self.epoch, apply):
+            return None
+        moved = moved_shards(self._schedule.assignment_at(apply), assignment(m))
+        if moved > self.mid_epoch_move_limit * self.job.num_shards:
+            return None  # a large reshard waits for epoch_end
+        return apply, m
+
+    def _initial_map(self) -> ShardMap:
+        m = None
+        if self.world.is_coordinator:
+            wait = getattr(self.maps, "wait_ready", None)
+            if wait is not None and not wait(self._map_wait_s):
+                log.warning("map source not caught up after %.1fs; using what it has",
+                            self._map_wait_s)
+            latest = self._latest()
+            m = self._adopt_or_build(latest, 0, "first map of the job")
+        return self.world.broadcast(m)  # type: ignore[return-value]
+
+    def _adopt_or_build(self, previous: ShardMap | None, newest: int, reason: str) -> ShardMap:
+        """The source's latest map if it fits this job and world, else a published equal split."""
+        latest = self._latest()
+        if latest is not None and latest.map_version > newest:
+            problem = map_problem(latest, self.job, self.world.size)
+            if problem is None:
+                return latest
+            log.info("latest map v%d does not fit (%s); publishing an equal split",
+                     latest.map_version, problem)
+        version = max(newest, latest.map_version if latest else 0) + 1
+        if previous is not None and not _is_partition(previous, self.job.num_shards):
+            previous = None  # no locality to keep from a map that does not fit
+        m = elastic_map(self.job, version, self.world.size, previous, reason=reason)
+        try:
+            self.maps.publish(m)
+        except Exception:
+            log.exception("publishing map v%d failed; using it locally", version)
+        return m
+
+    def _make_maps(self, maps: MapSource | None, wait_s: float) -> MapSource:
+        self._map_wait_s = wait_s
+        if maps is not None:
+            return maps
+        if self._settings is not None and self.world.is_coordinator:
+            from producers.mapfeed import KafkaMapSource
+
+            return KafkaMapSource(self._settings)  # type: ignore[no-any-return,unused-ignore]
+        return InMemoryMapSource()
+
+    def _sink_for(self, rank: int) -> TimingSink:
+        if rank not in self.sinks:
+            arg = self._sink_arg
+            if arg is not None and hasattr(arg, "offer"):
+                sink: TimingSink = arg  # type: ignore[assignment]
+            elif arg is not None:
+                sink = arg(rank)
+            elif self._settings is not None:
+                from producers.telemetry import KafkaTimingSink
+
+                sink = KafkaTimingSink(self._settings, rank)
+            else:
+                sink = InMemoryTimingSink()
+            self.sinks[rank] = sink
+        return self.sinks[rank]

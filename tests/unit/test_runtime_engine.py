@@ -1,0 +1,232 @@
+"""ShardSenseRuntime in one process: exactly-once, map agreement, restarts, timing."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from producers.engine import ShardSenseRuntime
+from producers.memory import InMemoryMapSource, InMemoryTimingSink
+from shardsense.events import ShardMap
+
+pytestmark = pytest.mark.unit
+
+
+def make(n=103, shards=10, world=3, batch=12, maps=None, **kw) -> ShardSenseRuntime:
+    return ShardSenseRuntime(list(range(n)), num_shards=shards, num_workers=world,
+                             global_batch_size=batch, maps=maps or InMemoryMapSource(),
+                             collate_fn=list, sync_every=kw.pop("sync_every", 2), **kw)
+
+
+def run_epoch(rt: ShardSenseRuntime, on_step=None) -> list[list[list[int]]]:
+    """Lockstep over all ranks; returns steps[step][rank] -> indices."""
+    loaders = [rt.get_dataloader(r) for r in range(rt.world.size)]
+    steps = []
+    for step, batches in enumerate(zip(*loaders, strict=True)):
+        steps.append([list(b) for b in batches])
+        if on_step:
+            on_step(step)
+    return steps
+
+
+def flat(steps) -> list[int]:
+    return [i for per_rank in steps for idx in per_rank for i in idx]
+
+
+def test_drop_in_loop_visits_each_kept_sample_once_and_publishes_v1():
+    maps = InMemoryMapSource()
+    rt = make(maps=maps)
+    first = maps.latest()
+    assert first is not None and first.map_version == 1 and first.batch_sizes == [4, 4, 4]
+    for epoch in range(3):
+        seen = flat(run_epoch(rt))
+        assert len(seen) == len(set(seen)) == rt.steps_per_epoch * 12 == 96
+        rt.epoch_end(epoch)
+    assert rt.epoch == 3
+
+
+def test_mid_epoch_map_applies_at_an_agreed_step_and_batches_follow_it():
+    maps = InMemoryMapSource()
+    rt = make(maps=maps)
+    new = ShardMap.build("default", 2, [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]], [6, 4, 2],
+                         num_samples=103)
+    steps = run_epoch(rt, on_step=lambda s: maps.publish(new) if s == 1 else None)
+    sizes = [[len(b) for b in per_rank] for per_rank in steps]
+    # published after step 1; seen at the sync point of step 2; applies one interval later
+    assert sizes[:4] == [[4, 4, 4]] * 4 and sizes[4:] == [[6, 4, 2]] * (len(steps) - 4)
+    assert len(set(flat(steps))) == len(flat(steps)) == 96
+    assert [r.map_version for r in rt.sinks[0].records][3:5] == [1, 2]
+
+
+def test_old_duplicate_and_broken_maps_are_ignored_or_rejected_with_a_reason(caplog):
+    maps = InMemoryMapSource()
+    rt = make(maps=maps)
+    good = ShardMap.build("default", 2, [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]], [6, 4, 2])
+    broken = dataclasses.replace(good, map_version=3, shards=[[0, 1], [1, 2, 3], [4, 5, 6, 7]])
+    maps.publish(good)
+    with caplog.at_level(logging.WARNING, logger="producers.engine"):
+        steps = run_epoch(rt, on_step=lambda s: maps.publish(broken) if s == 4 else None)
+    assert [len(b) for b in steps[-1]] == [6, 4, 2]  # v2 stays in force
+    assert "rejected map v3" in caplog.text and "assigned twice" in caplog.text
+    assert caplog.text.count("rejected map v3") == 1
+    maps.publish(dataclasses.replace(good, map_version=1, batch_sizes=[10, 1, 1]))
+    rt.epoch_end(0)
+    assert rt.map_version == 2
+
+
+def test_large_reshard_waits_for_epoch_end():
+    maps = InMemoryMapSource()
+    rt = make(maps=maps, mid_epoch_move_limit=0.2)
+    moved = ShardMap.build("default", 2, [[7, 8, 9], [0, 1, 2, 3], [4, 5, 6]], [4, 4, 4])
+    maps.publish(moved)
+    run_epoch(rt)
+    assert {r.map_version for r in rt.sinks[0].records} == {1}
+    rt.epoch_end(0)
+    assert rt.map_version == 2
+
+
+def test_resume_replays_the_same_order_including_a_decided_map():
+    def trace(restart_at: int | None) -> list[list[list[int]]]:
+        maps = InMemoryMapSource()
+        rt = make(maps=maps)
+        new = ShardMap.build("default", 2, [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]], [5, 4, 3])
+        out: list[list[list[int]]] = []
+        box = {}
+
+        def hook(step):
+            if step == 1:
+                maps.publish(new)
+            if step == restart_at:
+                box["state"] = rt.state_dict()
+        out = run_epoch(rt, hook)
+        if restart_at is None:
+            return out
+        rt2 = make(maps=InMemoryMapSource())  # a fresh source: replay needs only the state
+        rt2.load_state_dict(box["state"])
+        return out[: restart_at + 1] + run_epoch(rt2)
+
+    assert trace(None) == trace(2) == trace(5)
+
+
+def test_tail_is_dropped_and_differs_between_epochs():
+    rt = make()
+    dropped = []
+    for epoch in range(3):
+        dropped.append(frozenset(set(range(103)) - set(flat(run_epoch(rt)))))
+        rt.epoch_end(epoch)
+    assert all(len(d) == 103 % 12 for d in dropped) and len(set(dropped)) > 1
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="global_batch_size"):
+        make(batch=2)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        make(batch=12, max_batch_size=3)
+    with pytest.raises(ValueError, match="sync_every"):
+        make(sync_every=0)
+    with pytest.raises(ValueError, match="worker_id"):
+        make().get_dataloader(3)
+    with pytest.raises(ValueError, match="epoch"):
+        make().epoch_end(2)
+
+
+def test_a_raising_sink_never_reaches_the_training_loop():
+    class Broken:
+        dropped = 0
+
+        def offer(self, *args):
+            raise RuntimeError("boom")
+
+        def close(self):
+            raise RuntimeError("boom")
+
+    rt = make(world=1, batch=8, sink=Broken())
+    assert len(flat(run_epoch(rt))) == 96
+    assert rt.get_dataloader(0).telemetry_errors == rt.steps_per_epoch
+    rt.close()
+
+
+def test_timing_records_cover_every_batch():
+    sink = InMemoryTimingSink()
+    rt = make(world=1, batch=8, sink=sink)
+    run_epoch(rt)
+    assert [r.step for r in sink.records] == list(range(rt.steps_per_epoch))
+    assert all(r.samples == 8 and r.map_version == 1 and r.compute_s >= 0 for r in sink.records)
+
+
+def test_package_imports_do_not_import_torch():
+    code = ("import sys, shardsense, producers, shardsense.events\n"
+            "assert 'torch' not in sys.modules\n"
+            "from shardsense import ShardSenseRuntime\n"
+            "from shardsense.runtime.engine import ShardSenseRuntime as B\n"
+            "assert ShardSenseRuntime is B\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- property: runtime
+
+
+def random_map(data, version, world, batch, shards=10):
+    owner = data.draw(st.lists(st.integers(0, world - 1), min_size=shards, max_size=shards))
+    cuts = sorted(data.draw(st.lists(st.integers(1, batch - 1), min_size=world - 1,
+                                     max_size=world - 1, unique=True)))
+    bounds = [0, *cuts, batch]
+    return ShardMap.build("default", version,
+                          [[s for s in range(shards) if owner[s] == r] for r in range(world)],
+                          [bounds[i + 1] - bounds[i] for i in range(world)], num_samples=0)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_exactly_once_under_random_maps_restarts_and_world_changes(data):
+    n = data.draw(st.integers(40, 150), label="num_samples")
+    batch = data.draw(st.integers(4, 16), label="global_batch")
+    seed = data.draw(st.integers(0, 10_000), label="seed")
+    shards = data.draw(st.integers(1, 24), label="num_shards")
+    sync = data.draw(st.integers(1, 4), label="sync_every")
+    maps = InMemoryMapSource()
+
+    def runtime(world):
+        return ShardSenseRuntime(list(range(n)), num_shards=shards, num_workers=world,
+                                 global_batch_size=batch, seed=seed, sync_every=sync,
+                                 maps=maps, collate_fn=list)
+
+    rt = runtime(data.draw(st.integers(1, 4), label="world"))
+    for epoch in range(2):
+        seen: list[int] = []
+        iters = [iter(rt.get_dataloader(r)) for r in range(rt.world.size)]
+        while True:
+            batches = [next(it, None) for it in iters]
+            if all(b is None for b in batches):
+                break
+            assert all(b is not None for b in batches), "ranks disagree on the step count"
+            sizes = rt._schedule.assignment_at(rt.step - 1).batch_sizes
+            assert [len(b) for b in batches] == list(sizes)
+            seen.extend(i for b in batches for i in b)
+            action = data.draw(st.sampled_from(["none", "none", "map", "bad", "old", "restart"]))
+            event(action)
+            version = (maps.latest() or random_map(data, 1, 1, batch, shards)).map_version
+            if action == "map":
+                maps.publish(random_map(data, version + 1, rt.world.size, batch, shards))
+            elif action == "bad":
+                good = random_map(data, version + 1, rt.world.size, batch, shards)
+                twice = [list(own) for own in good.shards]
+                twice[0].append(next(s for own in good.shards for s in own))
+                maps.publish(dataclasses.replace(good, shards=twice))
+            elif action == "old":
+                maps.publish(random_map(data, max(1, version - 1), rt.world.size, batch, shards))
+            elif action == "restart":
+                state = rt.state_dict()
+                rt = runtime(data.draw(st.integers(1, 4), label="new world"))
+                rt.load_state_dict(state)
+                iters = [iter(rt.get_dataloader(r)) for r in range(rt.world.size)]
+        event(f"maps applied in epoch {epoch}: {len(rt._plan)}")
+        assert len(seen) == len(set(seen)) == (n // batch) * batch
+        assert set(seen) <= set(range(n))
+        rt.epoch_end(epoch)
