@@ -31,7 +31,8 @@ _TRANSFER_SQL = """
 SELECT worker_id,
        quantileIf(0.5)(data_wait_s, map_version = {old:UInt32}) AS baseline,
        arraySlice(arrayMap(x -> x.2, arraySort(x -> x.1,
-           groupArrayIf((step, data_wait_s), map_version = {new:UInt32}))), 1, {k:UInt32}) AS first
+           groupArrayIf((end_ts, data_wait_s), map_version = {new:UInt32}))),
+           1, {k:UInt32}) AS first
 FROM batch_timings FINAL
 WHERE job_id = {job:String} AND map_version IN ({old:UInt32}, {new:UInt32})
   AND worker_id IN {ranks:Array(Int32)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -153,3 +154,52 @@ def test_noisy_equal_speeds_never_publish_and_a_silent_rank_forces_a_replan(
     assert [m.map_version for m in maps] == [1, 2]
     assert maps[-1].batch_sizes[2] == 0 and maps[-1].shards[2] == []
     assert "rank 2 silent" in maps[-1].reason
+
+
+def test_transfer_waits_come_from_batch_timings_in_chdb(settings: Settings) -> None:
+    from datetime import UTC, datetime
+
+    from planner_service.sink import ClickHouseSink
+
+    client = connect(settings.resolved_clickhouse_url)
+    rows = []
+    for i in range(30):  # rank 0: 10 ms waits under v1, then +50 ms for its first 5 under v2
+        for version in (1, 2):
+            wait = 0.01 + (0.05 if version == 2 and i < 5 else 0.0)
+            ts = datetime.fromtimestamp(1e9 + version * 1000 + i, UTC)
+            rows.append([settings.job_id, 0, f"e{version}-{i}", 0, 0, i, 32, wait, 0.1,
+                         version, ts, ts])
+    client.insert("batch_timings", rows, column_names=[
+        "job_id", "worker_id", "event_id", "seq", "epoch", "step", "samples", "data_wait_s",
+        "compute_s", "map_version", "end_ts", "report_ts"])
+    sink = ClickHouseSink(settings.resolved_clickhouse_url, client=client)
+    try:
+        waits = sink.transfer_waits(settings.job_id, 1, 2, [0, 1], 20)
+        assert waits == {0: pytest.approx(0.25)}
+        assert sink.transfer_waits(settings.job_id, 1, 2, [0], 40) == {}  # too few batches
+    finally:
+        sink.close()
+
+
+def test_shardsense_planner_runs_as_its_own_process(settings: Settings, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    s = fast(settings)
+    producer = Producer(producer_config(s))
+    publish_base(s, producer)
+    predict(s, producer, {0: 0.01, 1: 0.01, 2: 0.03, 3: 0.01}, step=7)
+    env = {**os.environ, "SHARDSENSE_CLICKHOUSE_URL": f"chdb://{tmp_path / 'own'}"}
+    flags = ["--kafka-bootstrap", s.kafka_bootstrap, "--job-id", s.job_id,
+             "--topic-predictions", s.topic_predictions, "--topic-shard-maps",
+             s.topic_shard_maps, "--planner-interval-ms", "200", "--planner-confirmations", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "shardsense.cli", "planner", *flags], env=env)
+    try:
+        wait_for(lambda: len(read_maps(s)) >= 2, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    (_, new) = read_maps(s)
+    assert new.map_version == 2 and new.batch_sizes[2] < new.batch_sizes[0]
