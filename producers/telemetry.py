@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from functools import partial
 from typing import Any
@@ -38,6 +40,16 @@ from shardsense.topics import timing_key
 __all__ = ["KafkaTimingSink"]
 
 log = logging.getLogger(__name__)
+_LIVE_SINKS: weakref.WeakSet[KafkaTimingSink] = weakref.WeakSet()
+
+
+def _close_in_forked_child() -> None:
+    """A forked child has the deque but no sender thread: its offers drop at once, counted."""
+    for sink in list(_LIVE_SINKS):
+        sink._closed = True
+
+
+os.register_at_fork(after_in_child=_close_in_forked_child)
 
 
 class KafkaTimingSink:
@@ -97,6 +109,7 @@ class KafkaTimingSink:
             target=self._run, name=f"shardsense-telemetry-{worker_id}", daemon=True
         )
         self._thread.start()
+        _LIVE_SINKS.add(self)
 
     def _new_producer(self) -> Producer:
         try:

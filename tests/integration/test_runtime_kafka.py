@@ -8,6 +8,8 @@ broker at all, offer() must stay fast while drops are counted and close() is bou
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -121,7 +123,8 @@ def test_map_source_follows_versions_and_rejects_invalid(settings: Settings) -> 
         late.close()
 
 
-def test_no_broker_offer_stays_fast_and_drops_are_counted() -> None:
+def test_no_broker_offer_stays_fast_and_drops_are_counted(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     dead = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}", job_id="dead-job")
     sink = KafkaTimingSink(dead, 0, max_queue=65536, message_timeout_s=1.0)
     n = 100_000
@@ -150,6 +153,9 @@ def test_no_broker_offer_stays_fast_and_drops_are_counted() -> None:
     small.close(timeout=2.0)
     assert time.monotonic() - t0 < 2.5
     assert small.stats()["dropped"] == 20_000, small.stats()
+    noisy = [r for r in caplog.records if r.name.startswith(("producers.telemetry", "shardsense"))]
+    print(f"{len(noisy)} log records for 120k dropped timings")
+    assert len(noisy) <= 8, [r.getMessage() for r in noisy]  # summaries, never per batch
 
     maps = KafkaMapSource(dead)
     t0 = time.monotonic()
@@ -158,3 +164,26 @@ def test_no_broker_offer_stays_fast_and_drops_are_counted() -> None:
     assert maps.counts["publish_failed"] == 1 and maps.latest() is not None
     maps.close(timeout=3.0)
     assert time.monotonic() - t0 < 6.0
+
+
+def test_a_forked_child_drops_instead_of_queueing() -> None:
+    """DataLoader workers are forked: a sink there has no sender thread, so it must not fill up."""
+    dead = Settings.from_env({}, kafka_bootstrap=f"127.0.0.1:{free_port()}", job_id="fork-job")
+    sink = KafkaTimingSink(dead, 0)
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: offer, report, leave without running any cleanup
+            for i in range(10):
+                sink.offer(0, i, 32, 0.001, 0.01, 1, 1.0)
+            os.write(write_end, f"{sink.stats()['queued']} {sink.dropped}".encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            report = pipe.read()
+        os.waitpid(pid, 0)
+        assert report == "0 10"
+        sink.offer(0, 0, 32, 0.001, 0.01, 1, 1.0)  # the parent is unaffected
+        assert sink.dropped == 0
+    finally:
+        sink.close(timeout=1.0)
