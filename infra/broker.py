@@ -40,8 +40,13 @@ def broker_binary() -> str:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether nothing listens on ``host:port`` (we try to bind it, then let go)."""
+    """Whether nothing listens on ``host:port`` (we try to bind it, then let go).
+
+    SO_REUSEADDR as servers set it: connections in TIME_WAIT from a previous run
+    do not make a port "taken", a listening socket still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

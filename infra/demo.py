@@ -1,14 +1,20 @@
-"""``shardsense demo``: the stack, 8 simulated ranks of which 2 lag, and what ClickHouse saw.
+"""``shardsense demo``: the stack plus 8 simulated ranks, 2 of them lagging 2x.
 
-Everything is real except the ranks' speeds: the embedded broker, the Faust
-processor, chDB, and (when present) the planner and console. The ranks publish
-timing reports exactly as the training runtime does.
+Everything is real except the ranks' speeds: the broker, the Faust processor
+and its models, the planner, chDB and the console. Each simulated rank
+publishes its batch timings through the same :class:`KafkaTimingSink` a
+training rank uses and follows the shard maps through the same
+:class:`KafkaMapSource`; rank 0 publishes the initial equal map. Within a few
+epochs the planner shrinks the lagging ranks' share and the step time drops.
+With ``--services none`` only the ranks run (against an external cluster).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -16,99 +22,184 @@ from rich.progress import Progress
 from rich.table import Table
 
 from infra.stack import Stack
-from producers.simulate import SimulatedFleet
-from shardsense.events import encode
-from shardsense.kafka import producer_config
+from producers.mapfeed import KafkaMapSource
+from producers.simulate import SimulatedFleet, equal_split
+from producers.telemetry import KafkaTimingSink
+from shardsense.events import ShardMap
 from shardsense.settings import Settings
-from shardsense.topics import timing_key
 
-__all__ = ["main", "summary"]
+__all__ = ["DemoConfig", "initial_map", "main", "summary"]
 
 log = logging.getLogger(__name__)
 
 
-def summary(client: Any, job_id: str) -> Table:
-    """Per-rank rows, batches and mean time per sample, deduplicated (FINAL views)."""
-    rows = client.query(
-        "SELECT worker_id, count() AS batches, sum(samples) AS n_samples, "
-        "round(1000 * sum(compute_s + data_wait_s) / sum(samples), 4) AS ms_per_sample "
-        "FROM v_batch_timings WHERE job_id = {job:String} GROUP BY worker_id ORDER BY worker_id",
-        parameters={"job": job_id},
-    ).result_rows
-    table = Table(title=f"ClickHouse: batch_timings for job {job_id!r}")
-    for col in ("rank", "batches", "samples", "ms / sample", "vs fleet median"):
-        table.add_column(col, justify="right")
-    speeds = sorted(r[3] for r in rows)
-    median = speeds[len(speeds) // 2] if speeds else 1.0
-    for worker, batches, samples, ms in rows:
-        ratio = ms / median if median else 0.0
-        style = "bold red" if ratio > 1.3 else ""
-        table.add_row(str(worker), str(batches), str(samples), f"{ms:.4f}", f"{ratio:.2f}x",
-                      style=style)
-    return table
+@dataclass(frozen=True)
+class DemoConfig:
+    """The simulated job: 8 ranks, 2 at half speed, 100 steps of 256 samples per epoch."""
+
+    world_size: int = 8
+    slow_ranks: tuple[int, ...] = (2, 5)
+    slowdown: float = 2.0
+    num_shards: int = 256
+    global_batch: int = 256
+    steps_per_epoch: int = 100
+    base_s_per_sample: float = 0.0002
+    step_overhead_s: float = 0.002
+
+
+def initial_map(settings: Settings, cfg: DemoConfig) -> ShardMap:
+    """Version 1: contiguous shard blocks and equal batch sizes (what rank 0 publishes)."""
+    counts = equal_split(cfg.num_shards, cfg.world_size)
+    starts = [sum(counts[:r]) for r in range(cfg.world_size)]
+    shards = [list(range(s, s + c)) for s, c in zip(starts, counts, strict=True)]
+    return ShardMap.build(
+        settings.job_id, 1, shards, equal_split(cfg.global_batch, cfg.world_size),
+        num_samples=cfg.global_batch * cfg.steps_per_epoch, worker_id=0,
+        reason="initial equal split (rank 0)",
+    )
 
 
 def main(
     settings: Settings,
     *,
-    seconds: float = 20.0,
-    steps_per_report: int = 50,
+    seconds: float = 30.0,
     services: tuple[str, ...] = ("processor", "planner", "console"),
+    cfg: DemoConfig | None = None,
 ) -> int:
-    """Run the demo for ``seconds`` of simulated training, then print the summary."""
-    from confluent_kafka import Producer
-
+    """Run ``seconds`` of simulated training through the pipeline and report per epoch."""
     from stream_processors.app import ProcessorThread, create_app
     from stream_processors.service import default_hooks
 
+    cfg = cfg or DemoConfig()
     console = Console()
     stack = Stack(settings, tuple(x for x in services if x != "processor")).start()
-    processor = None
+    processor = maps = None
+    sinks: list[KafkaTimingSink] = []
     try:
         console.print(stack.banner().replace("Ctrl-C to stop", "demo running"))
-        app = create_app(settings, stack.client, default_hooks(settings, stack.client))
+        if "processor" in services:
+            app = create_app(settings, stack.client, default_hooks(settings, stack.client))
+            processor = ProcessorThread(app, log_level="WARNING").start()
+        maps = KafkaMapSource(settings)
+        current = maps.wait_for_initial(15.0)
+        if current is None or current.world_size != cfg.world_size:
+            current = initial_map(settings, cfg)
+            if maps.latest() is not None:
+                current = ShardMap.build(**{**_fields(initial_map(settings, cfg)),
+                                            "map_version": maps.latest().map_version + 1})
+            maps.publish(current)
+        sinks = [KafkaTimingSink(settings, rank) for rank in range(cfg.world_size)]
+        fleet = SimulatedFleet(cfg.world_size, cfg.slow_ranks, cfg.slowdown,
+                               base_s_per_sample=cfg.base_s_per_sample)
+        rows = _train(console, fleet, sinks, maps, current, cfg, seconds)
+        console.print(_epoch_table(rows, cfg))
+        if stack.client is not None:
+            console.print(summary(stack.client, settings.job_id))
         if stack.console_url:
             console.print(f"console: {stack.console_url}")
-        if "processor" in services:
-            processor = ProcessorThread(app, log_level="WARNING").start()
-        fleet = SimulatedFleet(settings.job_id)
-        producer = Producer(producer_config(settings))
-        sent = 0
-        with Progress(console=console) as progress:
-            task = progress.add_task("simulated training", total=seconds)
-            started = time.monotonic()
-            while (elapsed := time.monotonic() - started) < seconds:
-                for report in fleet.reports(steps_per_report):
-                    producer.produce(
-                        settings.topic_timings, encode(report),
-                        key=timing_key(report.job_id, report.worker_id),
-                    )
-                    sent += len(report)
-                producer.poll(0)
-                progress.update(task, completed=elapsed,
-                                description=f"epoch {fleet.epoch} step {fleet.step}")
-                time.sleep(0.5)
-        producer.flush(10)
-        _wait_for_rows(stack.client, settings.job_id, sent, timeout=30.0)
-        console.print(summary(stack.client, settings.job_id))
-        console.print(f"{sent} timings sent; ranks {list(fleet.slow_ranks)} were "
-                      f"{fleet.slowdown}x slower")
         return 0
     finally:
+        for sink in sinks:
+            sink.close()
+        if maps is not None:
+            maps.close()
         if processor is not None:
             processor.stop()
         stack.stop()
 
 
-def _wait_for_rows(client: Any, job_id: str, expected: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    count = 0
-    while time.monotonic() < deadline:
-        count = int(client.query(
-            "SELECT count() FROM v_batch_timings WHERE job_id = {job:String}",
-            parameters={"job": job_id},
-        ).result_rows[0][0])
-        if count >= expected:
-            break
-        time.sleep(0.5)
-    return count
+def _fields(m: ShardMap) -> dict[str, Any]:
+    return {
+        "job_id": m.job_id, "map_version": m.map_version, "shards": m.shards,
+        "batch_sizes": m.batch_sizes, "num_shards": m.num_shards, "num_samples": m.num_samples,
+        "worker_id": 0, "reason": m.reason,
+    }
+
+
+def _train(
+    console: Console,
+    fleet: SimulatedFleet,
+    sinks: list[KafkaTimingSink],
+    maps: KafkaMapSource,
+    current: ShardMap,
+    cfg: DemoConfig,
+    seconds: float,
+) -> list[dict[str, Any]]:
+    """Lockstep steps paced in real time; a newer map applies at the next epoch or step."""
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    epoch = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("training", total=seconds)
+        while time.monotonic() - started < seconds:
+            step_times = []
+            versions = set()
+            for step in range(cfg.steps_per_epoch):
+                latest = maps.latest()
+                if (latest is not None and latest.map_version > current.map_version
+                        and latest.world_size == cfg.world_size):
+                    current = latest
+                versions.add(current.map_version)
+                times = fleet.step_times(current.batch_sizes)
+                step_time = max(times) + cfg.step_overhead_s
+                now = time.time()
+                for rank, sink in enumerate(sinks):
+                    # a rank's own work, not its idle wait at the gradient barrier
+                    sink.offer(epoch, step, current.batch_sizes[rank], 0.0001, times[rank],
+                               current.map_version, now)
+                step_times.append(step_time)
+                time.sleep(step_time)
+                progress.update(task, completed=time.monotonic() - started,
+                                description=f"epoch {epoch} step {step} map v{current.map_version}")
+            share = [b / cfg.global_batch for b in current.batch_sizes]
+            rows.append({
+                "epoch": epoch, "versions": sorted(versions),
+                "step_ms": 1000 * statistics.fmean(step_times),
+                "slow_share": sum(share[r] for r in cfg.slow_ranks) / len(cfg.slow_ranks),
+            })
+            console.print(
+                f"epoch {epoch:3d}  map v{current.map_version:<3d} "
+                f"step {rows[-1]['step_ms']:6.1f} ms  "
+                f"lagging ranks' share {100 * rows[-1]['slow_share']:5.1f}% "
+                f"(equal {100 / cfg.world_size:.1f}%)"
+            )
+            epoch += 1
+    return rows
+
+
+def _epoch_table(rows: list[dict[str, Any]], cfg: DemoConfig) -> Table:
+    speeds = [1 / cfg.slowdown if r in cfg.slow_ranks else 1.0 for r in range(cfg.world_size)]
+    oracle_ms = 1000 * (cfg.global_batch * cfg.base_s_per_sample / sum(speeds)
+                        + cfg.step_overhead_s)
+    table = Table(title="per epoch (oracle = work / sum of true speeds)")
+    for col in ("epoch", "map versions", "step ms", "vs oracle", "lagging share"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(str(row["epoch"]), ",".join(map(str, row["versions"])),
+                      f"{row['step_ms']:.1f}", f"{row['step_ms'] / oracle_ms:.2f}x",
+                      f"{100 * row['slow_share']:.1f}%")
+    return table
+
+
+def summary(client: Any, job_id: str) -> Table:
+    """What ClickHouse holds for the job, deduplicated (the v_* views use FINAL)."""
+    rows = client.query(
+        "SELECT worker_id, count() AS batches, sum(samples) AS n_samples, "
+        "round(1000 * sum(compute_s) / sum(samples), 4) AS ms_per_sample "
+        "FROM v_batch_timings WHERE job_id = {job:String} GROUP BY worker_id ORDER BY worker_id",
+        parameters={"job": job_id},
+    ).result_rows
+    preds = dict(client.query(
+        "SELECT worker_id, argMax(slowdown, ts) FROM v_predictions "
+        "WHERE job_id = {job:String} GROUP BY worker_id",
+        parameters={"job": job_id},
+    ).result_rows)
+    table = Table(title=f"ClickHouse for job {job_id!r}")
+    for col in ("rank", "batches", "samples", "ms / sample", "predicted slowdown"):
+        table.add_column(col, justify="right")
+    for worker, batches, samples, ms in rows:
+        slow = preds.get(worker)
+        style = "bold red" if slow is not None and slow > 1.3 else ""
+        table.add_row(str(worker), str(batches), str(samples), f"{ms:.4f}",
+                      "-" if slow is None else f"{slow:.2f}x", style=style)
+    return table

@@ -1,36 +1,37 @@
-"""Simulated training ranks: real timing reports from a synthetic speed model.
+"""Simulated training ranks: a reproducible speed model for demos and tests (no torch).
 
-Used by the demo and the tests to drive the pipeline without torch. Each rank
-has a base time per sample; lagging ranks are ``slowdown`` times slower.
-Timings are reproducible from ``seed``.
+Each rank has a base time per sample; lagging ranks are ``slowdown`` times
+slower from ``onset_step`` on, and every step has a little multiplicative
+jitter. The ranks follow the current shard map's batch sizes, so a planner
+that shrinks a slow rank's share really shortens the simulated step.
+
+>>> fleet = SimulatedFleet(world_size=2, slow_ranks=(1,), slowdown=2.0, jitter=0.0)
+>>> fleet.step_times([10, 10])
+[0.005, 0.01]
+>>> fleet.step_times([14, 6])  # a planner's 2:1 split evens the ranks out
+[0.007, 0.006]
 """
 
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 
-from shardsense.events import TimingReport
-
-__all__ = ["SimulatedFleet"]
+__all__ = ["SimulatedFleet", "equal_split"]
 
 
 @dataclass
 class SimulatedFleet:
-    """``world_size`` ranks training in lockstep; ``slow_ranks`` are ``slowdown``x slower."""
+    """``world_size`` ranks in lockstep; ``slow_ranks`` lag ``slowdown``x from ``onset_step``."""
 
-    job_id: str
     world_size: int = 8
     slow_ranks: tuple[int, ...] = (2, 5)
     slowdown: float = 2.0
-    batch_size: int = 32
+    onset_step: int = 0
     base_s_per_sample: float = 0.0005
     jitter: float = 0.05
     seed: int = 0
     step: int = 0
-    epoch: int = 0
-    steps_per_epoch: int = 200
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -38,38 +39,38 @@ class SimulatedFleet:
             raise ValueError(f"world_size must be >= 1, got {self.world_size}")
         bad = [r for r in self.slow_ranks if not 0 <= r < self.world_size]
         if bad:
-            raise ValueError(f"slow_ranks {bad} are outside 0..{self.world_size - 1}")
+            raise ValueError(f"slow_ranks: {bad} are outside 0..{self.world_size - 1}")
+        if self.slowdown <= 0:
+            raise ValueError(f"slowdown must be > 0, got {self.slowdown}")
         self._rng = random.Random(self.seed)
 
-    def seconds_per_sample(self, rank: int) -> float:
-        factor = self.slowdown if rank in self.slow_ranks else 1.0
-        return self.base_s_per_sample * factor
+    def seconds_per_sample(self, rank: int, step: int | None = None) -> float:
+        """The true (noise-free) speed of ``rank`` at ``step`` (default: the next step)."""
+        step = self.step if step is None else step
+        lagging = rank in self.slow_ranks and step >= self.onset_step
+        return self.base_s_per_sample * (self.slowdown if lagging else 1.0)
 
-    def reports(self, steps: int, batch_sizes: list[int] | None = None) -> list[TimingReport]:
-        """``steps`` lockstep steps as one report per rank (many timings per message)."""
-        sizes = batch_sizes or [self.batch_size] * self.world_size
-        cols: list[dict[str, list[float | int]]] = [
-            {k: [] for k in ("epoch", "step", "samples", "data_wait_s", "compute_s",
-                             "map_version", "end_ts")}
-            for _ in range(self.world_size)
-        ]
-        now = time.time()
-        for _ in range(steps):
-            for rank in range(self.world_size):
-                noise = 1.0 + self._rng.gauss(0.0, self.jitter)
-                compute = max(1e-6, sizes[rank] * self.seconds_per_sample(rank) * noise)
-                c = cols[rank]
-                c["epoch"].append(self.epoch)
-                c["step"].append(self.step)
-                c["samples"].append(sizes[rank])
-                c["data_wait_s"].append(round(compute * 0.05, 9))
-                c["compute_s"].append(round(compute, 9))
-                c["map_version"].append(0)
-                c["end_ts"].append(now)
-            self.step += 1
-            if self.step % self.steps_per_epoch == 0:
-                self.epoch += 1
-        return [
-            TimingReport.new(self.job_id, rank, cols[rank], host="sim")
-            for rank in range(self.world_size)
-        ]
+    def step_times(self, batch_sizes: list[int]) -> list[float]:
+        """Compute seconds of each rank for the next step; advances the step counter."""
+        if len(batch_sizes) != self.world_size:
+            raise ValueError(
+                f"batch_sizes has {len(batch_sizes)} entries for {self.world_size} ranks"
+            )
+        times = []
+        for rank, size in enumerate(batch_sizes):
+            noise = max(0.5, 1.0 + self._rng.gauss(0.0, self.jitter)) if self.jitter else 1.0
+            times.append(round(size * self.seconds_per_sample(rank) * noise, 9))
+        self.step += 1
+        return times
+
+
+def equal_split(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` integers differing by at most one.
+
+    >>> equal_split(10, 4)
+    [3, 3, 2, 2]
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]

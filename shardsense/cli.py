@@ -127,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level != "DEBUG":  # Faust/mode narrate every start and stop at INFO
+        for noisy in ("faust", "mode", "aiokafka", "kafka", "werkzeug"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     log.debug("settings: %r", settings)
     try:
         return COMMANDS[args.command][1](settings, args)
