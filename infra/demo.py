@@ -81,12 +81,13 @@ def main(
             app = create_app(settings, stack.client, default_hooks(settings, stack.client))
             processor = ProcessorThread(app, log_level="WARNING").start()
         maps = KafkaMapSource(settings)
-        current = maps.wait_for_initial(15.0)
-        if current is None or current.world_size != cfg.world_size:
-            current = initial_map(settings, cfg)
-            if maps.latest() is not None:
-                current = ShardMap.build(**{**_fields(initial_map(settings, cfg)),
-                                            "map_version": maps.latest().map_version + 1})
+        found = maps.wait_for_initial(15.0)
+        if found is not None and found.world_size == cfg.world_size:
+            current = found
+        else:  # rank 0's job: a first map, or one for this world size after a restart
+            version = 1 if found is None else found.map_version + 1
+            current = ShardMap.build(**{**_fields(initial_map(settings, cfg)),
+                                        "map_version": version})
             maps.publish(current)
         sinks = [KafkaTimingSink(settings, rank) for rank in range(cfg.world_size)]
         fleet = SimulatedFleet(cfg.world_size, cfg.slow_ranks, cfg.slowdown,
