@@ -17,6 +17,11 @@ rules, in order:
    Relative threshold + margin + confirmations + smoothing keep noise from
    flapping maps; once published, the map is proportional to the speeds, so the
    next candidate's improvement is ~0 until the speeds really change.
+
+A published map is ``base.map_version + 1`` and applies from
+``(base.apply_epoch, max(base.apply_step, newest based_on_step))``: never before
+its base, otherwise as soon as every rank agrees (the planner cannot know the
+ranks' current epoch, and a position in the past means "next common step").
 """
 
 from __future__ import annotations
@@ -197,7 +202,8 @@ class PlanPolicy:
         """Fold one prediction into the rank's EWMA (reset on straggler flips and rejoins)."""
         if p.job_id != self.job_id:
             return
-        now = self.clock()
+        # A replayed prediction (restart) is as old as its timestamp, never newer than now.
+        now = min(self.clock(), p.ts) if p.ts > 0 else self.clock()
         old = self._ranks.get(p.worker_id)
         tps = max(p.time_per_sample_s, 1e-9)
         stale = old is None or now - old.seen > self.config.rank_timeout_s
@@ -205,7 +211,7 @@ class PlanPolicy:
             self._ranks[p.worker_id] = _Rank(tps, now, p.straggler)
         else:
             a = self.config.smoothing
-            old.tps, old.seen = a * tps + (1 - a) * old.tps, now
+            old.tps, old.seen = a * tps + (1 - a) * old.tps, max(old.seen, now)
         self._last_step = max(self._last_step, p.based_on_step)
         self._dirty = True
 

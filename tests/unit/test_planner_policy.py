@@ -167,3 +167,15 @@ def test_config_from_settings_converts_units() -> None:
 
     c = PolicyConfig.from_settings(Settings.from_env({}, planner_warmup_ms=1500))
     assert c.warmup_s == 1.5 and c.min_improvement == 0.05 and c.gain_margin == 2.0
+
+
+def test_replayed_predictions_count_from_their_own_timestamp() -> None:
+    clock = Clock()
+    policy = make(clock, rank_timeout_s=60)
+    for rank in range(3):
+        policy.observe_prediction(Prediction(JOB, rank, f"n{rank}", clock.t - 1,
+                                             time_per_sample_s=0.01))
+    # Rank 3's last prediction (replayed after a restart) is already 70 s old.
+    policy.observe_prediction(Prediction(JOB, 3, "old", clock.t - 70, time_per_sample_s=0.01))
+    d = policy.evaluate()
+    assert d is not None and d.decision == "published" and "rank 3 silent" in d.reason
