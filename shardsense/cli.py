@@ -82,6 +82,13 @@ def _topics(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(settings: Settings, args: argparse.Namespace) -> int:
+    from shardsense.settings import reference_markdown
+
+    print(reference_markdown(), end="")
+    return 0
+
+
 #: name -> (help, runner, takes free-form tool args)
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int], bool]] = {
     "up": ("run the embedded stack (broker, processor, planner, console)", _up, False),
@@ -93,6 +100,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int], bo
     "demo": ("stack + simulated workers, 2 of 8 lagging", _demo, False),
     "migrate": ("apply the ClickHouse schema", _migrate, False),
     "topics": ("create the Kafka topics on an external cluster", _topics, False),
+    "settings": ("print the configuration reference (Markdown)", _settings, False),
 }
 
 

@@ -328,6 +328,38 @@ class Settings:
         return cls.from_env(env, kafka_options=options, **overrides)
 
 
+def reference_markdown() -> str:
+    """Every setting as a Markdown table (docs/CONFIGURATION.md is this, kept in sync by a test)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `shardsense.settings.Settings` by `shardsense settings`; do not edit.",
+        "Precedence: flag > env var > default.",
+        "",
+        "| setting | env var | flag | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for f in dataclasses.fields(Settings):
+        if f.name == "kafka_options":
+            continue
+        default = "" if f.default is dataclasses.MISSING else repr(f.default)
+        doc = " ".join(str(f.metadata["doc"]).split()).replace("|", "\\|")
+        lines.append(
+            f"| `{f.name}` | `{env_name(f.name)}` | `--{f.name.replace('_', '-')}` "
+            f"| `{default}` | {doc} |"
+        )
+    lines += [
+        "",
+        "Kafka client options pass through unchanged to librdkafka (and, for SASL/SSL, to",
+        "Faust's aiokafka): `SHARDSENSE_RDKAFKA_<PROPERTY>` with dots as underscores, e.g.",
+        "`SHARDSENSE_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL`, `SHARDSENSE_RDKAFKA_SASL_PASSWORD=...`,",
+        "or `--kafka-option sasl.password=...`. Values of keys that look secret are never",
+        "shown in logs or `repr`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 

@@ -66,3 +66,14 @@ def test_secrets_never_appear_in_repr_or_logs(caplog: pytest.LogCaptureFixture) 
     for secret in ("hunter2", "s3cret", "pa55"):
         assert secret not in repr(s)
         assert secret not in caplog.text
+
+
+def test_configuration_reference_is_current() -> None:
+    from pathlib import Path
+
+    from shardsense.settings import reference_markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md"
+    assert doc.read_text() == reference_markdown(), (
+        "docs/CONFIGURATION.md is stale: run `shardsense settings > docs/CONFIGURATION.md`"
+    )
