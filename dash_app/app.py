@@ -1,0 +1,186 @@
+"""The console's Dash app: a shell (top bar, job selector, routing) around three pages.
+
+``create_app`` takes the ClickHouse client it should read through, so that in
+the embedded stack the console runs inside the process that owns the chDB path
+(and shares its client), while against a ClickHouse server it connects itself.
+Routing is a plain ``dcc.Location`` callback rather than Dash Pages, whose
+registry is global to the process and would leak between apps (tests build many).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import dash
+from dash import Input, Output, State, dcc, html
+
+from dash_app import queries
+from dash_app.components import CSS
+from dash_app.sqlguard import explain_error, readonly_client
+from shardsense.settings import Settings
+
+__all__ = ["Console", "create_app"]
+
+log = logging.getLogger("shardsense.console")
+
+PAGES = {"/": "Live", "/planner": "Planner", "/sql": "SQL"}
+
+
+@dataclass
+class Console:
+    """What every page needs: settings, the query handles and the straggler threshold.
+
+    ``sql_client`` runs user SQL in a read-only session of its own; it is made
+    on first use, so pages that never run SQL never open it.
+    """
+
+    settings: Settings
+    db: queries.Db
+    threshold: float = queries.STRAGGLER_SLOWDOWN
+    sql_client: Any = None
+    sql_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def readonly_client(self) -> Any:
+        """The SQL page's client (call with ``sql_lock`` held)."""
+        if self.sql_client is None:
+            s = self.settings
+            self.sql_client = readonly_client(
+                s.resolved_clickhouse_url, timeout_s=s.console_sql_timeout_s,
+                max_rows=s.console_sql_max_rows,
+            )
+        return self.sql_client
+
+    def on_error(self, exc: Exception) -> None:
+        """Any callback failure: log it, show one line in the banner, never a traceback."""
+        log.warning("console callback failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        message = f"A panel could not load. {explain_error(exc)}"
+        dash.set_props("console-error", {"children": message})
+
+
+_INDEX = """<!DOCTYPE html>
+<html>
+  <head>
+    {%metas%}
+    <title>{%title%}</title>
+    {%favicon%}
+    {%css%}
+    <style>""" + CSS + """</style>
+  </head>
+  <body>
+    {%app_entry%}
+    <footer>{%config%}{%scripts%}{%renderer%}</footer>
+  </body>
+</html>"""
+
+
+def _shell(console: Console) -> html.Div:
+    job = console.settings.job_id
+    nav = [dcc.Link(name, href=path, id=f"nav-{name.lower()}") for path, name in PAGES.items()]
+    return html.Div(
+        [
+            dcc.Location(id="url"),
+            dcc.Interval(id="jobs-interval", interval=10_000),
+            html.Div(
+                [
+                    html.Span("ShardSense", className="brand"),
+                    *nav,
+                    html.Div(
+                        [
+                            html.Span("job"),
+                            dcc.Dropdown(
+                                id="job", value=job, options=[job], clearable=False,
+                                searchable=True, style={"minWidth": "260px"},
+                            ),
+                        ],
+                        className="job",
+                    ),
+                ],
+                className="topbar",
+            ),
+            html.Div(id="console-error", className="console-error"),
+            html.Div(id="page", className="page"),
+        ]
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    client: Any = None,
+    *,
+    sql_client: Any = None,
+    threshold: float = queries.STRAGGLER_SLOWDOWN,
+) -> dash.Dash:
+    """The console app reading through ``client`` (default: connect to the settings' URL).
+
+    ``sql_client`` (default: a :func:`~dash_app.sqlguard.readonly_client` on the
+    same URL, made on first use) runs the SQL page's queries; never pass the
+    stack's shared writer client there.
+    """
+    from dash_app.pages import live, planner, sql
+
+    settings = settings or Settings.from_env()
+    if client is None:
+        from shardsense.clickhouse import connect
+
+        client = connect(settings.resolved_clickhouse_url)
+    console = Console(settings, queries.Db(client), threshold, sql_client)
+    app = dash.Dash(
+        __name__,
+        title="ShardSense console",
+        use_pages=False,
+        suppress_callback_exceptions=True,
+        update_title="",
+        on_error=console.on_error,
+    )
+    app.index_string = _INDEX
+    app.layout = _shell(console)
+    renderers = {"/": live.layout, "/planner": planner.layout, "/sql": sql.layout}
+    app.validation_layout = html.Div(  # type: ignore[assignment]
+        [_shell(console), *(render(console) for render in renderers.values())]
+    )
+
+    @app.callback(
+        Output("page", "children"),
+        *(Output(f"nav-{name.lower()}", "className") for name in PAGES.values()),
+        Input("url", "pathname"),
+    )
+    def route(pathname: str | None) -> tuple[Any, ...]:
+        path = pathname if pathname in renderers else "/"
+        classes = ["active" if p == path else "" for p in PAGES]
+        if pathname not in renderers and pathname is not None:
+            page: Any = html.Div(
+                ["No such page. ", dcc.Link("Go to the live page", href="/")],
+                className="empty-state",
+            )
+            return (page, *classes)
+        return (renderers[path](console), *classes)
+
+    @app.callback(
+        Output("job", "options"),
+        Output("job", "value"),
+        Input("jobs-interval", "n_intervals"),
+        Input("url", "search"),
+        State("job", "value"),
+    )
+    def job_options(_: Any, search: str | None, current: str | None) -> tuple[list[str], str]:
+        """Jobs present in ClickHouse, plus the configured one; ``?job=`` in the URL selects."""
+        wanted = parse_qs((search or "").lstrip("?")).get("job", [None])[0]
+        value = current or settings.job_id
+        if wanted and dash.ctx.triggered_id != "jobs-interval":  # page load or navigation
+            value = wanted
+        present = queries.jobs(console.db)
+        options = list(dict.fromkeys([value, settings.job_id, *present]))
+        return options, value
+
+    live.register(app, console)
+    planner.register(app, console)
+    sql.register(app, console)
+    if settings.console_auth:
+        from dash_app.server import BasicAuth
+
+        app.server.wsgi_app = BasicAuth(app.server.wsgi_app, settings.console_auth)
+    return app

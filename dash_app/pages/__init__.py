@@ -1,0 +1,1 @@
+"""The console's pages; each module has ``layout(console)`` and ``register(app, console)``."""
