@@ -1,8 +1,9 @@
 """A short, realistic run written straight into ClickHouse, for tests, demos and screenshots.
 
 Eight ranks train in lock-step for a few minutes; rank 3 slows to 1.8x at 20 %
-of the run and rank 5 to 1.5x at 50 %. The planner looks every 15 s, publishes
-a rebalanced shard map after each onset and holds (with its reason) otherwise.
+of the run and rank 5 to 1.5x at 50 %. The planner looks every 10 s and, like
+planner_service, skips (with its reason), waits for a confirmation (pending),
+or publishes a rebalanced shard map after each onset.
 Rows have the shapes the processor and planner write (infra/clickhouse/001_core.sql):
 timing reports of 10 batches per event, one feature row per report, predictions
 every report, a decision row per planner look, a shard-map row per version.
@@ -26,7 +27,8 @@ import numpy as np
 __all__ = ["Scenario", "main", "rebalance", "write_scenario"]
 
 _REPORT_BATCHES = 10
-_DECISION_EVERY_S = 15.0
+_DECISION_EVERY_S = 10.0
+_HORIZON_STEPS = 200
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ def write_scenario(
     buffers: list[list[list[Any]]] = [[] for _ in range(n)]
     next_look = start + _DECISION_EVERY_S
     step_times: list[float] = []
+    streak = [0]
     while t < end - 0.5:
         if pending and step >= pending[0]:
             version, shards, sizes = version + 1, pending[1], pending[2]
@@ -178,7 +181,8 @@ def write_scenario(
         step += 1
         if t >= next_look and pending is None:
             next_look += _DECISION_EVERY_S
-            pending = _decide(out, job_id, sc, version, shards, sizes, ewma, step_times, t, step)
+            pending = _decide(out, job_id, sc, version, shards, sizes, ewma, step_times, t, step,
+                              streak)
     for r in range(n):
         if buffers[r]:
             _report(out, job_id, r, buffers[r], history, ewma, step - 1, rng)
@@ -225,35 +229,46 @@ def _report(
 def _decide(
     out: _Writer, job: str, sc: Scenario, version: int, shards: list[list[int]],
     sizes: list[int], ewma: list[float], step_times: list[float], t: float, step: int,
+    streak: list[int],
 ) -> list[Any] | None:
-    """A planner look: publish a proportional map if the gain beats the move cost."""
+    """A planner look, worded like planner_service.policy: skipped, pending or published.
+
+    A rebalance must improve the step by 10 %, beat its move cost, and be seen
+    on two looks in a row (``streak``) before it is published.
+    """
     current = float(np.mean(step_times[-30:]))
-    speed = [1.0 / e for e in ewma]
-    proposal = _split(sc.global_batch, speed)
+    proposal = _split(sc.global_batch, [1.0 / e for e in ewma])
     # Scale the measured step by the modelled ratio, so noise in the max cancels out.
     modelled_now = max(b * e for b, e in zip(sizes, ewma, strict=True))
     predicted = current * max(b * e for b, e in zip(proposal, ewma, strict=True)) / modelled_now
-    targets = _split(sc.num_shards, proposal)
-    new_shards = rebalance(shards, targets)
+    new_shards = rebalance(shards, _split(sc.num_shards, proposal))
     moved = sum(len(set(a) - set(b)) for a, b in zip(new_shards, shards, strict=True))
-    gain = (current - predicted) * 50  # over the next 50 steps
-    cost = 0.004 * moved
-    publish = gain > cost and predicted <= 0.9 * current
-    if publish:
-        decision, new_version = "published", version + 1
-        reason = f"rebalance: predicted step {current * 1000:.0f} -> {predicted * 1000:.0f} ms"
-    elif gain > cost:
-        decision, new_version = "held", version
-        reason = f"predicted gain {gain:.2f} s over 50 steps is below 10 % of step time"
+    gain = (current - predicted) * _HORIZON_STEPS
+    cost = 0.05 * moved
+    improvement = (current - predicted) / current
+    head = (f"step {current:.4g}s -> {predicted:.4g}s ({improvement:+.1%}) "
+            f"over {_HORIZON_STEPS} steps")
+    decision, new_version = "skipped", version
+    if improvement <= 0.1:
+        reason = f"{head}: improvement below 10.0%"
+    elif gain < cost:
+        reason = (f"{head}: not worth moving: gain {gain:.3g}s < 1 x cost {cost:.3g}s "
+                  f"({moved} shards)")
     else:
-        decision, new_version = "held", version
-        reason = f"predicted gain {gain:.2f} s over 50 steps does not beat move cost {cost:.2f} s"
+        streak[0] += 1
+        if streak[0] < 2:
+            decision, reason = "pending", f"{head}: confirmation {streak[0]}/2"
+        else:
+            decision, new_version, reason = "published", version + 1, f"{head}: worth it"
+    if decision == "skipped":
+        streak[0] = 0
     out.add("planner_decisions", [
         job, _eid(), _us(t), decision, reason, "proportional", new_version, sc.workers, moved,
         gain, cost, current, predicted, proposal,
     ])
-    if not publish:
+    if decision != "published":
         return None
+    streak[0] = 0
     apply_step = step + 2
     _publish(out, job, sc, new_version, new_shards, proposal, t + 0.05, apply_step, gain, cost,
              reason)

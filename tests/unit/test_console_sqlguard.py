@@ -164,7 +164,7 @@ def test_run_readonly_exactly_at_the_limit_is_not_truncated() -> None:
 
 
 def test_run_readonly_turns_errors_into_messages() -> None:
-    boom = RuntimeError("Code: 164. DB::Exception: Cannot execute query in readonly mode. (READONLY)")
+    boom = RuntimeError("Code: 164. DB::Exception: Cannot execute query in readonly mode.")
     result = run_readonly(FakeClient(error=boom), "SELECT 1", max_rows=10)
     assert not result.ok and "read-only" in result.error
 
