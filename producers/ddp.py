@@ -7,9 +7,10 @@ hook multiplies rank ``r``'s bucket by ``b_r / B`` and all-reduces with SUM:
 ``sum_r (b_r / B) * mean_r = (1 / B) * sum over the global batch``. The loader
 sets ``scale`` when it hands out the batch, i.e. before that step's backward.
 Not for gradient accumulation over several batches per optimizer step.
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: DDP checks the hook's
+annotations at run time and rejects string annotations.)
+"""
 
 from dataclasses import dataclass
 from typing import Any

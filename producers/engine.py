@@ -136,8 +136,8 @@ class ShardSenseRuntime:
 
     @property
     def map_version(self) -> int:
-        """Version of the map in force at the current step."""
-        return self._schedule.assignment_at(self.step).version
+        """Version of the map the last handed-out batch followed (before any: the first map)."""
+        return self._schedule.assignment_at(max(self.step - 1, 0)).version
 
     def get_dataloader(self, worker_id: int | None = None) -> ShardLoader:
         """The loader of rank ``worker_id`` (default: this process's torch.distributed rank)."""
