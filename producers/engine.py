@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from producers.loader import ShardLoader
 from producers.maps import JobShape, assignment, elastic_map, map_problem, moved_shards
@@ -39,7 +39,7 @@ from producers.world import World
 from shardsense.errors import InvalidShardMap
 from shardsense.events import ShardMap, check_partition
 
-__all__ = ["ShardSenseRuntime"]
+__all__ = ["MapStyleDataset", "ShardSenseRuntime"]
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
@@ -50,6 +50,14 @@ def _positive(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+class MapStyleDataset(Protocol):
+    """Anything with ``len()`` and integer indexing: a torch map-style Dataset, a list..."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 def _is_partition(m: ShardMap, num_shards: int) -> bool:
@@ -65,7 +73,7 @@ class ShardSenseRuntime:
 
     def __init__(
         self,
-        dataset: Sequence[Any],
+        dataset: MapStyleDataset,
         num_shards: int = 1024,
         num_workers: int | None = None,
         *,
