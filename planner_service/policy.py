@@ -9,12 +9,16 @@ rules, in order:
 2. Membership changed (a rank of the map fell silent for ``rank_timeout_s``, or a
    rank outside it / with batch 0 reports) -> publish at once: a gone rank stalls
    every synchronous step, so no cost is too high.
-3. Otherwise weigh the candidate plan on smoothed (EWMA) predictions:
+3. Otherwise weigh the candidate plan on smoothed (EWMA) predictions, judging
+   the current map on speeds ``noise_z`` standard errors in its favour and the
+   new one ``noise_z`` against it (the error comes from the EW variance of each
+   rank's predictions, starting from a ``prior_cv`` prior, or its reported
+   uncertainty, whichever is larger):
    ``gain = (current step - new step) * horizon_steps`` and
    ``cost = moved_shards * shard_bytes / bandwidth + warmup``. Skip unless the
    step time improves by more than ``min_improvement`` AND ``gain >= margin *
    cost``; publish only after ``confirmations`` consecutive winning evaluations.
-   Relative threshold + margin + confirmations + smoothing keep noise from
+   Noise guard + relative threshold + margin + confirmations keep noise from
    flapping maps; once published, the map is proportional to the speeds, so the
    next candidate's improvement is ~0 until the speeds really change.
 
@@ -67,6 +71,8 @@ class PolicyConfig:
     smoothing: float = 0.3
     rank_timeout_s: float = 60.0
     horizon_steps: int = 0
+    noise_z: float = 2.0
+    prior_cv: float = 0.1
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -159,6 +165,8 @@ class _Rank:
     tps: float  # smoothed predicted seconds per sample
     seen: float  # clock of the last prediction
     straggler: bool
+    var: float = 0.0  # EW variance of the raw predictions around the smoothed value
+    unc: float = 0.0  # the processor's latest uncertainty_s
 
 
 class PlanPolicy:
@@ -208,10 +216,12 @@ class PlanPolicy:
         tps = max(p.time_per_sample_s, 1e-9)
         stale = old is None or now - old.seen > self.config.rank_timeout_s
         if old is None or stale or old.straggler != p.straggler:
-            self._ranks[p.worker_id] = _Rank(tps, now, p.straggler)
+            prior = (self.config.prior_cv * tps) ** 2  # until the rank's own noise is known
+            self._ranks[p.worker_id] = _Rank(tps, now, p.straggler, prior, p.uncertainty_s)
         else:
-            a = self.config.smoothing
-            old.tps, old.seen = a * tps + (1 - a) * old.tps, max(old.seen, now)
+            a, delta = self.config.smoothing, tps - old.tps
+            old.tps, old.seen = old.tps + a * delta, max(old.seen, now)
+            old.var, old.unc = (1 - a) * (old.var + a * delta * delta), p.uncertainty_s
         self._last_step = max(self._last_step, p.based_on_step)
         self._dirty = True
 
@@ -242,9 +252,15 @@ class PlanPolicy:
             return None  # cannot give every live rank a sample; wait for a new base map
         self._dirty, self._last_live = False, live
         joined = [r for r in live if old_batch[r] == 0]
-        speeds = np.zeros(world)
+        speeds, fast, slow = np.zeros(world), np.zeros(world), np.zeros(world)
+        a, z = self.config.smoothing, self.config.noise_z
         for r in live:
-            speeds[r] = 1.0 / self._ranks[r].tps
+            st = self._ranks[r]
+            # Standard error of the smoothed value: EWMA keeps a/(2-a) of the variance.
+            margin = z * math.sqrt(max(st.var, st.unc * st.unc) * a / (2 - a))
+            speeds[r] = 1.0 / st.tps
+            fast[r] = 1.0 / max(st.tps - margin, 1e-3 * st.tps)
+            slow[r] = 1.0 / (st.tps + margin)
         cap = base.max_batch_size
         if cap and cap * len(live) < base.global_batch_size:
             return Decision(
@@ -268,10 +284,15 @@ class PlanPolicy:
             )
             return self._publish(plan.owner, plan.batch_sizes, why, 0.0, 0.0, common)
         horizon = self._horizon()
-        gain = (current - new) * horizon
+        # Noise guard: the current map judged on speeds z standard errors in its favour,
+        # the new one z against it; noise alone never wins that comparison.
+        sure_current = step_time(survivors, fast)
+        sure_new = step_time(plan.batch_sizes, slow)
+        gain = (sure_current - sure_new) * horizon
         cost = plan.moved * self.config.shard_bytes / self.bandwidth.bps + self.config.warmup_s
-        improvement = (current - new) / current if current > 0 else 0.0
-        head = f"step {current:.4g}s -> {new:.4g}s ({improvement:+.1%}) over {horizon} steps"
+        improvement = (sure_current - sure_new) / sure_current if sure_current > 0 else 0.0
+        head = (f"step {current:.4g}s -> {new:.4g}s, {improvement:+.1%} beyond "
+                f"{z:g} s.e. of noise, over {horizon} steps")
         if np.array_equal(plan.batch_sizes, old_batch) and plan.moved == 0:
             return self._skip("plan unchanged", gain, cost, common)
         if improvement <= self.config.min_improvement:

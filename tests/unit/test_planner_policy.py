@@ -143,7 +143,7 @@ def test_waits_for_every_rank_at_start_up_and_ignores_other_jobs() -> None:
 
 def test_older_maps_are_ignored_and_cap_is_honoured() -> None:
     clock = Clock()
-    policy = PlanPolicy(PolicyConfig(confirmations=1, smoothing=1.0), JOB, clock=clock)
+    policy = PlanPolicy(PolicyConfig(confirmations=1, smoothing=1.0, noise_z=0.0), JOB, clock=clock)
     newer = ShardMap.build(JOB, 5, [[0, 1], [2, 3]], [20, 20], max_batch_size=24)
     assert policy.observe_map(newer)
     assert not policy.observe_map(base_map())  # version 1 < 5
@@ -179,3 +179,28 @@ def test_replayed_predictions_count_from_their_own_timestamp() -> None:
     policy.observe_prediction(Prediction(JOB, 3, "old", clock.t - 70, time_per_sample_s=0.01))
     d = policy.evaluate()
     assert d is not None and d.decision == "published" and "rank 3 silent" in d.reason
+
+
+@pytest.mark.parametrize("world", [4, 64])
+def test_heavy_noise_on_many_ranks_never_flaps_but_a_real_straggler_wins(world: int) -> None:
+    """+-20% noise for 100 rounds: no map; then rank 1 turns 1.5x slow: a map within 10."""
+    clock = Clock()
+    policy = PlanPolicy(PolicyConfig(), JOB, clock=clock)
+    per = 256 // world
+    policy.observe_map(ShardMap.build(
+        JOB, 1, [list(range(r * per, (r + 1) * per)) for r in range(world)], [32] * world,
+        num_samples=32 * world * 1000))
+    rng = random.Random(world)
+    for i in range(110):
+        clock.t += 1
+        slow = 1.5 if i >= 100 else 1.0
+        for r in range(world):
+            f = slow if r == 1 else 1.0
+            policy.observe_prediction(prediction(r, 0.01 * f * rng.uniform(0.8, 1.2), step=i))
+        d = policy.evaluate()
+        assert d is not None
+        if d.decision == "published":
+            assert i >= 100 and d.shard_map is not None
+            assert d.shard_map.batch_sizes[1] < min(d.shard_map.batch_sizes) + 1
+            return
+    raise AssertionError("the 1.5x straggler never got a new map")
