@@ -190,6 +190,33 @@ class Settings:
     planner_interval_ms: int = field(
         default=2000, metadata=_doc("How often the planner evaluates (ms).", minimum=50)
     )
+    # -- stream processor learning (stream_processors/predictor.py); measured by `eval`
+    processor_forecaster: str = field(
+        default="auto",
+        metadata=_doc(
+            "Served forecaster per worker: 'auto' (lowest recent error of ewma/river/hybrid), "
+            "'hybrid' (XGBoost + River residual), 'river', 'xgboost', 'ewma' or 'last'.",
+            choices=("auto", "hybrid", "river", "xgboost", "ewma", "last"),
+        ),
+    )
+    processor_retrain_s: int = field(
+        default=300,
+        metadata=_doc("XGBoost retrain period on ClickHouse history (s); 0 = never.", minimum=0),
+    )
+    processor_retrain_rows: int = field(
+        default=200_000,
+        metadata=_doc("Most recent worker_features rows a retrain reads.", minimum=100),
+    )
+    processor_warm_start_rows: int = field(
+        default=20_000,
+        metadata=_doc("worker_features rows replayed into the models on start; 0 = cold.",
+                      minimum=0),
+    )
+    processor_straggler_pct: int = field(
+        default=130,
+        metadata=_doc("A worker whose recent slowdown vs the fleet median is at least this "
+                      "(%) stays flagged as a straggler after its onset alarm.", minimum=100),
+    )
     kafka_options: Mapping[str, str] = field(
         default_factory=dict,
         metadata=_doc("Extra librdkafka properties (SASL/SSL), passed through unchanged."),
