@@ -22,6 +22,7 @@ __all__ = [
     "card",
     "empty_figure",
     "empty_state",
+    "fmt_duration",
     "fmt_ms",
     "fmt_num",
     "fmt_pct",
@@ -103,6 +104,17 @@ def fmt_ms(seconds: Any) -> str:
     """
     text = fmt_num(None if seconds is None else float(seconds) * 1000, 1)
     return text if text == "–" else f"{text} ms"
+
+
+def fmt_duration(seconds: Any) -> str:
+    """Milliseconds below a second, seconds above.
+
+    >>> fmt_duration(0.0421), fmt_duration(1.4449), fmt_duration(None)
+    ('42.1 ms', '1.44 s', '–')
+    """
+    if seconds is not None and pd.notna(seconds) and abs(float(seconds)) >= 1:
+        return f"{float(seconds):,.2f} s"
+    return fmt_ms(seconds)
 
 
 def fmt_pct(share: Any) -> str:

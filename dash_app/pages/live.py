@@ -20,6 +20,7 @@ from dash_app.components import (
     card,
     empty_figure,
     empty_state,
+    fmt_duration,
     fmt_ms,
     fmt_num,
     fmt_pct,
@@ -95,7 +96,7 @@ def _hint(job: str) -> html.Span:
 
 def _cards(kpis: dict[str, Any], strag: pd.DataFrame) -> list[html.Div]:
     if not kpis["workers"]:
-        return [card("workers", "–"), card("events/s", "–"), card("end-to-end lag p50", "–")]
+        return [card("workers", "–"), card("events/s", "–"), card("e2e lag p50", "–")]
     slow = strag[strag["straggler"]] if len(strag) else strag
     idle = float(kpis["idle_s"])
     return [
@@ -105,8 +106,8 @@ def _cards(kpis: dict[str, Any], strag: pd.DataFrame) -> list[html.Div]:
         card("shard map", f"v{int(kpis['map_version'])}"),
         card("events/s (1 min)", fmt_num(kpis["events_per_s"], 1), id="events-rate"),
         card("reports/s", fmt_num(kpis["reports_per_s"], 1)),
-        card("end-to-end lag p50", fmt_ms(kpis["lag_p50_s"]), id="lag-p50"),
-        card("lag p95", fmt_ms(kpis["lag_p95_s"])),
+        card("e2e lag p50", fmt_duration(kpis["lag_p50_s"]), id="lag-p50"),
+        card("e2e lag p95", fmt_duration(kpis["lag_p95_s"])),
         card("last event", "now" if idle < 5 else f"{idle:,.0f} s ago", alert=idle > 60),
     ]
 

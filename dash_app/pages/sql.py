@@ -191,12 +191,14 @@ def quick_chart(frame: pd.DataFrame) -> go.Figure:
     return styled(fig, height=300, revision="sql")
 
 
-def _message(result: QueryResult, limit: int) -> html.Div:
+def _message(result: QueryResult, limit: int, run: int) -> html.Div:
+    """The outcome line; ``data-run`` counts runs so a test can wait for this one."""
+    attrs: dict[str, Any] = {"id": "sql-status", "data-run": str(run)}
     if not result.ok:
-        return html.Div(result.error, id="sql-status", className="sql-message sql-error")
+        return html.Div(result.error, className="sql-message sql-error", **attrs)
     note = f" (cut at the row limit of {limit:,})" if result.truncated else ""
     text = f"{len(result.frame):,} rows in {result.elapsed_s * 1000:,.0f} ms{note}."
-    return html.Div(text, id="sql-status", className="sql-message sql-ok")
+    return html.Div(text, className="sql-message sql-ok", **attrs)
 
 
 def register(app: dash.Dash, console: Console) -> None:
@@ -232,7 +234,7 @@ def register(app: dash.Dash, console: Console) -> None:
             else:
                 result = run_readonly(client, sql or "", max_rows=s.console_sql_max_rows)
         if not result.ok:
-            return _message(result, s.console_sql_max_rows), empty_figure(
+            return _message(result, s.console_sql_max_rows, clicks), empty_figure(
                 "No result to chart.", height=300), ""
         frame = result.frame
         grid = dash_table.DataTable(  # type: ignore[attr-defined]
@@ -247,4 +249,4 @@ def register(app: dash.Dash, console: Console) -> None:
                         "textOverflow": "ellipsis"},
             style_header={"fontWeight": "600"},
         )
-        return _message(result, s.console_sql_max_rows), quick_chart(frame), grid
+        return _message(result, s.console_sql_max_rows, clicks), quick_chart(frame), grid
