@@ -1,1 +1,33 @@
-"""stream_processors package."""
+"""stream_processors package: the Faust processor and its learning half.
+
+Import-light: names resolve on first use (``__getattr__``), so importing the
+package pulls in neither Faust, River nor XGBoost (nor torch, ever).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FeatureRow": "features", "FleetState": "features", "LagFeatures": "features",
+    "WorkerStats": "features",
+    "AutoSelect": "models", "EWMAForecaster": "models", "Forecaster": "models",
+    "HybridForecaster": "models", "LastValue": "models", "RiverForecaster": "models",
+    "XGBoostForecaster": "models", "make_forecaster": "models",
+    "StragglerDetector": "drift",
+    "Retrainer": "retrain", "train_booster": "retrain",
+    "PredictionHook": "predictor", "Predictor": "predictor",
+    "eval_main": "evaluate", "throughput_main": "throughput",
+}
+_ALIASES = {"eval_main": "main", "throughput_main": "main"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stream_processors' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"stream_processors.{module}"),
+                   _ALIASES.get(name, name))
