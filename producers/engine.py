@@ -230,8 +230,8 @@ class ShardSenseRuntime:
         self._new_epoch(epoch, plan, start_step=step)
 
     def close(self) -> None:
-        """Close the sinks and the map source (flushing what they can, briefly)."""
-        for obj in [*self.sinks.values(), self.maps]:
+        """Close loaders, sinks and the map source (flushing what they can, briefly)."""
+        for obj in [*self._loaders.values(), *self.sinks.values(), self.maps]:
             close = getattr(obj, "close", None)
             if close is not None:
                 try:

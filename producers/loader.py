@@ -87,6 +87,14 @@ class ShardLoader:
     def __len__(self) -> int:
         return max(0, self.runtime.steps_per_epoch - self.runtime.progress(self.rank))
 
+    def close(self) -> None:
+        """Stop persistent worker processes now rather than at interpreter exit."""
+        iterator = getattr(self._loader, "_iterator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self._loader._iterator = None
+
     def __iter__(self) -> Iterator[Any]:
         rt, rank = self.runtime, self.rank
         if rt.progress(rank) >= rt.steps_per_epoch:

@@ -230,3 +230,18 @@ def test_exactly_once_under_random_maps_restarts_and_world_changes(data):
         assert len(seen) == len(set(seen)) == (n // batch) * batch
         assert set(seen) <= set(range(n))
         rt.epoch_end(epoch)
+
+
+def test_prefetching_worker_processes_never_see_a_map_change_they_already_passed():
+    maps = InMemoryMapSource()
+    rt = make(world=2, batch=8, maps=maps, loader_workers=2, prefetch_factor=2)
+    new = ShardMap.build("default", 2, maps.latest().shards, [6, 2])
+    steps = run_epoch(rt, on_step=lambda s: maps.publish(new) if s == 0 else None)
+    sizes = [[len(b) for b in per_rank] for per_rank in steps]
+    # seen at the sync point of step 2; 4 batches may be in flight: applies at step 6
+    assert sizes[:6] == [[4, 4]] * 6 and sizes[6:] == [[6, 2]] * (len(steps) - 6)
+    assert len(set(flat(steps))) == len(flat(steps)) == rt.steps_per_epoch * 8
+    rt.epoch_end(0)
+    again = flat(run_epoch(rt))  # the persistent workers serve the next epoch too
+    assert len(set(again)) == len(again) == rt.steps_per_epoch * 8 and again != flat(steps)
+    rt.close()
