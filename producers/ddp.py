@@ -8,10 +8,16 @@ hook multiplies rank ``r``'s bucket by ``b_r / B`` and all-reduces with SUM:
 sets ``scale`` when it hands out the batch, i.e. before that step's backward.
 Not for gradient accumulation over several batches per optimizer step.
 
+The hook also stamps ``ready_at`` (perf_counter) each time a bucket is ready:
+the last stamp of a step is when this rank's own backward finished, before it
+waits for its peers in the all-reduce. The loader uses it as the rank's busy
+time (see ``ShardSenseRuntime(compute_timing=...)``).
+
 (No ``from __future__ import annotations`` here: DDP checks the hook's
 annotations at run time and rejects string annotations.)
 """
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +33,14 @@ class WeightState:
 
     scale: float = 1.0
     group: Any = None
+    ready_at: float = 0.0
 
 
 def weighted_mean_hook(
     state: WeightState, bucket: dist.GradBucket
 ) -> torch.futures.Future[torch.Tensor]:
     """Scale by the rank's share, then SUM-allreduce (no division by world size)."""
+    state.ready_at = time.perf_counter()
     buffer = bucket.buffer()
     buffer.mul_(state.scale)
     fut = dist.all_reduce(buffer, group=state.group, async_op=True).get_future()

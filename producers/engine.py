@@ -20,6 +20,9 @@ State: ``state_dict()`` holds epoch, step, seed and the epoch's plan (every map
 with its apply step, including decided-but-future ones). The schedule is a pure
 function of these, so ``load_state_dict`` replays the same order on any rank;
 with another world size rank 0 adds an equal-split map at the resume step.
+
+Timing under DDP: see :meth:`ShardSenseRuntime.compute_time` (busy time, not
+the all-reduce wait, so that stragglers stay visible to the predictor).
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class ShardSenseRuntime:
         collate_fn: Callable[[list[Any]], Any] | None = None,
         pin_memory: bool = False,
         mid_epoch_move_limit: float = 0.25,
+        compute_timing: str = "auto",
         sink: TimingSink | Callable[[int], TimingSink] | None = None,
         maps: MapSource | None = None,
         settings: Any = None,
@@ -109,6 +113,9 @@ class ShardSenseRuntime:
         if not 0.0 <= mid_epoch_move_limit <= 1.0:
             raise ValueError(f"mid_epoch_move_limit must be in [0, 1], got {mid_epoch_move_limit}")
         self.mid_epoch_move_limit = mid_epoch_move_limit
+        if compute_timing not in ("auto", "step"):
+            raise ValueError(f"compute_timing must be 'auto' or 'step', got {compute_timing!r}")
+        self.compute_timing = compute_timing
         self.shards = VirtualShards(len(dataset), num_shards)
         batch = batch_size * size if global_batch_size is None else global_batch_size
         _positive("global_batch_size", batch, size)
@@ -263,6 +270,25 @@ class ShardSenseRuntime:
         if self._hook is not None and rank == self.world.rank:
             self._hook.scale = samples / self.job.global_batch_size
         return a.version, samples
+
+    def compute_time(self, rank: int, handed_out: float, next_call: float) -> float:
+        """``compute_s`` of a step: next()-to-next(), or the rank's busy part under DDP.
+
+        In synchronous DDP every rank's next()-to-next() time is the slowest rank's
+        (the fast ones wait in the all-reduce), which hides the straggler from the
+        predictor. With ``compute_timing="auto"`` and a model attached, the step
+        ends when this rank's last gradient bucket was ready (stamped by the hook).
+        ``"step"`` always reports next()-to-next().
+        """
+        hook = self._hook
+        if (
+            hook is not None
+            and rank == self.world.rank
+            and self.compute_timing == "auto"
+            and handed_out < hook.ready_at <= next_call
+        ):
+            return float(hook.ready_at - handed_out)
+        return next_call - handed_out
 
     # ------------------------------------------------------------ internals
 

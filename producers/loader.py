@@ -11,8 +11,10 @@ of CUDA graphs / ``torch.compile(dynamic=False)`` should pad to the cap.
 
 Timing: ``data_wait_s`` is the time spent inside ``next()``; ``compute_s`` is
 the time from one ``next()`` returning to the next ``next()`` being called (the
-training step). Both go to the rank's :class:`~producers.seams.TimingSink`,
-guarded so that telemetry can never raise into the training loop.
+training step), or, with a DDP model attached, this rank's busy part of it (see
+``ShardSenseRuntime.compute_time``). Both go to the rank's
+:class:`~producers.seams.TimingSink`, guarded so that telemetry can never raise
+into the training loop.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ class ShardLoader:
             t0 = clock()
             if pending is not None:
                 step, samples, wait, version, ready = pending
-                offer(epoch, step, samples, wait, t0 - ready, version, wall())
+                compute = rt.compute_time(rank, ready, t0)
+                offer(epoch, step, samples, wait, compute, version, wall())
                 pending = None
             step = rt.progress(rank)
             if step >= steps or rt.epoch != epoch:

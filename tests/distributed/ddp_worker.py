@@ -4,7 +4,8 @@
 Phase ``main`` (several checks per launch, since process start-up dominates):
 gradient equality vs one process on the global batch, exactly-once under a
 mid-epoch map change, a checkpoint for the elastic phase, and accuracy of
-ShardSense (uneven batches) vs the DistributedSampler baseline. Phase
+ShardSense (uneven batches) vs the DistributedSampler baseline, and busy-time
+reporting with a sleeping straggler. Phase
 ``elastic`` resumes that checkpoint with another world size. Each rank writes
 ``OUTDIR/<phase>-<rank>.json``; the test asserts on them.
 """
@@ -15,6 +16,7 @@ import copy
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,8 @@ def check_gradients(train: Digits, sizes: list[int]) -> dict[str, Any]:
             break
         batch_sizes.append(len(idx))
         opt.zero_grad()
+        if rank == 2:
+            time.sleep(0.04)  # a straggler: its peers wait for it in the all-reduce
         nn.functional.cross_entropy(ddp(x), y).backward()
         everyone: list[Any] = [None] * world
         dist.all_gather_object(everyone, idx.tolist())
@@ -107,8 +111,10 @@ def check_gradients(train: Digits, sizes: list[int]) -> dict[str, Any]:
         naive_gap = max(naive_gap, (flat / world - wanted).abs().max().item())
         opt.step()
         ref_opt.step()
+    compute = [r.compute_s for r in rt.sinks[rank].records]  # type: ignore[attr-defined]
     rt.close()
-    return {"grad_max_abs_diff": worst, "naive_gap": naive_gap, "batch_sizes": batch_sizes}
+    return {"grad_max_abs_diff": worst, "naive_gap": naive_gap, "batch_sizes": batch_sizes,
+            "compute_s": compute}
 
 
 def check_exactly_once(train: Digits, outdir: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,10 @@ def test_uneven_batches_reach_the_distributed_sampler_accuracy(runs):
     print(f"accuracy: shardsense {res['acc_shardsense']:.4f}, baseline {res['acc_baseline']:.4f}")
     assert res["acc_baseline"] > 0.9
     assert abs(res["acc_shardsense"] - res["acc_baseline"]) <= 0.01, res
+
+
+def test_compute_time_is_each_ranks_own_busy_time_not_the_allreduce_wait(runs):
+    busy = [statistics.median(res["grad"]["compute_s"]) for res in runs["main"]]
+    assert len(runs["main"][0]["grad"]["compute_s"]) == 5
+    assert busy[2] > 0.035, busy  # the straggler's 40 ms sleep is its own time
+    assert busy[0] < 0.02 and busy[1] < 0.02, busy  # not the 40 ms spent waiting for it

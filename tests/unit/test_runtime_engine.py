@@ -245,3 +245,25 @@ def test_prefetching_worker_processes_never_see_a_map_change_they_already_passed
     again = flat(run_epoch(rt))  # the persistent workers serve the next epoch too
     assert len(set(again)) == len(again) == rt.steps_per_epoch * 8 and again != flat(steps)
     rt.close()
+
+
+def test_attached_hook_turns_compute_time_into_busy_time():
+    import time
+
+    class FakeDDP:  # stands in for DistributedDataParallel: keeps the registered state
+        def register_comm_hook(self, state, hook):
+            self.state = state
+
+    sink = InMemoryTimingSink()
+    rt = make(world=1, batch=8, sink=sink)
+    model = rt.attach(FakeDDP())
+    for _batch in rt.get_dataloader(0):
+        time.sleep(0.002)
+        model.state.ready_at = time.perf_counter()  # "gradients ready": the hook's stamp
+        time.sleep(0.02)  # waiting for peers in the all-reduce
+    assert model.state.scale == 1.0
+    assert all(0.002 <= r.compute_s < 0.015 for r in sink.records), sink.records[:3]
+    with pytest.raises(ValueError, match="model"):
+        rt.attach(object())
+    with pytest.raises(ValueError, match="compute_timing"):
+        make(compute_timing="wall")
