@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -43,6 +44,7 @@ class Console:
     threshold: float = queries.STRAGGLER_SLOWDOWN
     sql_client: Any = None
     sql_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_error: tuple[str, float] = ("", 0.0)
 
     def readonly_client(self) -> Any:
         """The SQL page's client (call with ``sql_lock`` held)."""
@@ -55,8 +57,15 @@ class Console:
         return self.sql_client
 
     def on_error(self, exc: Exception) -> None:
-        """Any callback failure: log it, show one line in the banner, never a traceback."""
-        log.warning("console callback failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        """Any callback failure: log it, show one line in the banner, never a traceback.
+
+        The same failure repeats on every refresh, so it is logged once a minute.
+        """
+        text, now = str(exc), time.monotonic()
+        if text != self._last_error[0] or now - self._last_error[1] > 60:
+            self._last_error = (text, now)
+            log.warning("console callback failed: %s", exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
         message = f"A panel could not load. {explain_error(exc)}"
         dash.set_props("console-error", {"children": message})
 
@@ -112,13 +121,15 @@ def create_app(
     client: Any = None,
     *,
     sql_client: Any = None,
-    threshold: float = queries.STRAGGLER_SLOWDOWN,
+    threshold: float | None = None,
 ) -> dash.Dash:
     """The console app reading through ``client`` (default: connect to the settings' URL).
 
     ``sql_client`` (default: a :func:`~dash_app.sqlguard.readonly_client` on the
     same URL, made on first use) runs the SQL page's queries; never pass the
-    stack's shared writer client there.
+    stack's shared writer client there. ``threshold`` (slowdown that makes a
+    straggler) defaults to the processor's ``processor_straggler_pct``, so the
+    console and the processor agree on who is one.
     """
     from dash_app.pages import live, planner, sql
 
@@ -127,6 +138,9 @@ def create_app(
         from shardsense.clickhouse import connect
 
         client = connect(settings.resolved_clickhouse_url)
+    if threshold is None:
+        pct = getattr(settings, "processor_straggler_pct", None)
+        threshold = pct / 100 if pct else queries.STRAGGLER_SLOWDOWN
     console = Console(settings, queries.Db(client), threshold, sql_client)
     app = dash.Dash(
         __name__,

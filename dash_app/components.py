@@ -49,7 +49,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
 .card { background: #fff; border-radius: 8px; padding: 10px 16px; flex: 1 1 110px;
         box-shadow: 0 1px 2px rgba(0,0,0,.08); }
 .card .label { font-size: 12px; color: #667085; text-transform: uppercase; }
-.card .value { font-size: 22px; font-weight: 600; }
+.card .value { font-size: 22px; font-weight: 600; white-space: nowrap; }
 .card.alert .value { color: #c4320a; }
 .panel { background: #fff; border-radius: 8px; padding: 12px 16px; margin-bottom: 14px;
          box-shadow: 0 1px 2px rgba(0,0,0,.08); }
@@ -97,12 +97,13 @@ def fmt_num(x: Any, digits: int = 2) -> str:
 
 
 def fmt_ms(seconds: Any) -> str:
-    """Seconds shown as milliseconds.
+    """Seconds shown as milliseconds, with more digits below 1 ms.
 
-    >>> fmt_ms(0.2871)
-    '287.1 ms'
+    >>> fmt_ms(0.2871), fmt_ms(0.0004001)
+    ('287.1 ms', '0.400 ms')
     """
-    text = fmt_num(None if seconds is None else float(seconds) * 1000, 1)
+    small = seconds is not None and pd.notna(seconds) and 0 < abs(float(seconds)) < 0.001
+    text = fmt_num(None if seconds is None else float(seconds) * 1000, 3 if small else 1)
     return text if text == "–" else f"{text} ms"
 
 

@@ -58,6 +58,15 @@ class Db:
         return frame
 
 
+def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame``, or an empty frame with ``columns``: chDB returns no columns for no rows.
+
+    >>> list(_with_columns(pd.DataFrame(), ["a", "b"]).columns)
+    ['a', 'b']
+    """
+    return frame if len(frame.columns) else pd.DataFrame(columns=columns)
+
+
 def bucket_seconds(window_s: int, points: int = 150) -> int:
     """Bucket width that draws about ``points`` points per worker over ``window_s``.
 
@@ -96,7 +105,8 @@ def kpi_sql() -> str:
 SELECT
     uniqExact(worker_id) AS workers,
     count() AS batches,
-    max(step) AS last_step,
+    argMax(epoch, end_ts) AS last_epoch,
+    argMax(step, end_ts) AS last_step,
     argMax(map_version, end_ts) AS map_version,
     countIf(ingest_ts >= now64(6) - INTERVAL 60 SECOND) / 60 AS events_per_s,
     uniqExactIf(event_id, ingest_ts >= now64(6) - INTERVAL 60 SECOND) / 60 AS reports_per_s,
@@ -233,7 +243,7 @@ FROM v_planner_decisions WHERE job_id = {job:String} ORDER BY ts DESC LIMIT 500
 
 def jobs(db: Db) -> list[str]:
     """Job ids present in any table, most recently active first."""
-    return [str(j) for j in db.df(jobs_sql())["job_id"]]
+    return [str(j) for j in _with_columns(db.df(jobs_sql()), ["job_id"])["job_id"]]
 
 
 def live_kpis(db: Db, job: str) -> dict[str, Any]:
@@ -268,13 +278,23 @@ def stragglers(db: Db, job: str, threshold: float = STRAGGLER_SLOWDOWN) -> pd.Da
         return now
     med = float(now["tps_s"].median())
     now["measured_slowdown"] = now["tps_s"] / med if med > 0 else np.nan
-    out = now.merge(db.df(latest_features_sql(), job=job), on="worker_id", how="left")
-    out = out.merge(db.df(latest_predictions_sql(), job=job), on="worker_id", how="left")
+    features = _with_columns(db.df(latest_features_sql(), job=job),
+                             ["worker_id", "feature_slowdown"])
+    predicted = _with_columns(
+        db.df(latest_predictions_sql(), job=job),
+        ["worker_id", "predicted_slowdown", "predicted_straggler", "predicted_tps_s"],
+    )
+    out = now.merge(features.astype({"worker_id": now["worker_id"].dtype}), on="worker_id",
+                    how="left")
+    out = out.merge(predicted.astype({"worker_id": now["worker_id"].dtype}), on="worker_id",
+                    how="left")
+    for col in ("feature_slowdown", "predicted_slowdown", "predicted_straggler"):
+        out[col] = pd.to_numeric(out[col], errors="coerce")
     out["slowdown"] = out["feature_slowdown"].fillna(out["measured_slowdown"])
     total = out["batch_size"].sum()
     out["share"] = out["batch_size"] / total if total else np.nan
-    predicted = out["predicted_straggler"].fillna(0).astype(int) == 1
-    out["straggler"] = (out["slowdown"] > threshold) | predicted
+    flagged = out["predicted_straggler"].fillna(0).astype(int) == 1
+    out["straggler"] = (out["slowdown"] > threshold) | flagged
     return out.sort_values(["straggler", "slowdown"], ascending=False).reset_index(drop=True)
 
 
@@ -311,7 +331,10 @@ def shard_map_versions(db: Db, job: str) -> pd.DataFrame:
     maps = db.df(shard_maps_sql(), job=job)
     if maps.empty:
         return maps
-    steps = db.df(version_steps_sql(), job=job, k=STEPS_AROUND_CHANGE).set_index("map_version")
+    steps = _with_columns(
+        db.df(version_steps_sql(), job=job, k=STEPS_AROUND_CHANGE),
+        ["map_version", "steps", "first_t", "first_k_s", "last_k_s"],
+    ).set_index("map_version")
     moved, before, after = [], [], []
     previous: Any = None
     for row in maps.itertuples():

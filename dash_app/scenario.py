@@ -29,6 +29,7 @@ __all__ = ["Scenario", "main", "rebalance", "write_scenario"]
 _REPORT_BATCHES = 10
 _DECISION_EVERY_S = 10.0
 _HORIZON_STEPS = 200
+_STEPS_PER_EPOCH = 400
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,14 @@ def write_scenario(
         wait = rng.gamma(4.0, 0.0025, n)
         compute = np.array(sizes) * sc.tps_s * np.array(factor) * rng.lognormal(0, 0.06, n)
         step_s = float((wait + compute).max()) + 0.004  # the all-reduce waits for the slowest
-        epoch = step // 400
+        epoch, in_epoch = divmod(step, _STEPS_PER_EPOCH)  # rows carry the step within its epoch
         for r in range(n):
             done = t + float(wait[r] + compute[r])
-            batch = [epoch, step, sizes[r], float(wait[r]), float(compute[r]), version, done]
+            batch = [epoch, in_epoch, sizes[r], float(wait[r]), float(compute[r]), version, done]
             buffers[r].append(batch)
             history[r].append(float((wait[r] + compute[r]) / sizes[r]))
             if len(buffers[r]) == _REPORT_BATCHES:
-                _report(out, job_id, r, buffers[r], history, ewma, step, rng)
+                _report(out, job_id, r, buffers[r], history, ewma, rng)
                 buffers[r] = []
         step_times.append(step_s)
         t += step_s
@@ -185,17 +186,17 @@ def write_scenario(
                               streak)
     for r in range(n):
         if buffers[r]:
-            _report(out, job_id, r, buffers[r], history, ewma, step - 1, rng)
+            _report(out, job_id, r, buffers[r], history, ewma, rng)
     _dead_letters(out, job_id, end)
     return out.flush(client)
 
 
 def _report(
     out: _Writer, job: str, rank: int, batches: list[list[Any]], history: list[list[float]],
-    ewma: list[float], step: int, rng: np.random.Generator,
+    ewma: list[float], rng: np.random.Generator,
 ) -> None:
     """One timing report of ``batches`` plus the feature and prediction rows it causes."""
-    eid = _eid()
+    eid, step = _eid(), batches[-1][1]
     report_ts = batches[-1][6] + 0.005
     ingest = report_ts + float(rng.uniform(0.03, 0.09))
     for seq, (epoch, st, samples, wait, compute, version, done) in enumerate(batches):
@@ -280,7 +281,7 @@ def _publish(
     sizes: list[int], t: float, apply_step: int, gain: float, cost: float, reason: str,
 ) -> None:
     out.add("shard_maps", [
-        job, version, _eid(), _us(t), apply_step // 400, apply_step, sc.num_shards,
+        job, version, _eid(), _us(t), *divmod(apply_step, _STEPS_PER_EPOCH), sc.num_shards,
         sc.global_batch, sizes, shards, gain, cost, reason,
     ])
 

@@ -102,7 +102,7 @@ def _cards(kpis: dict[str, Any], strag: pd.DataFrame) -> list[html.Div]:
     return [
         card("workers", fmt_num(int(kpis["workers"]))),
         card("stragglers", str(len(slow)), alert=len(slow) > 0, id="straggler-count"),
-        card("step", fmt_num(int(kpis["last_step"]))),
+        card("epoch · step", f"{int(kpis['last_epoch'])} · {int(kpis['last_step']):,}"),
         card("shard map", f"v{int(kpis['map_version'])}"),
         card("events/s (1 min)", fmt_num(kpis["events_per_s"], 1), id="events-rate"),
         card("reports/s", fmt_num(kpis["reports_per_s"], 1)),

@@ -121,6 +121,49 @@ def test_stragglers_of_an_empty_job_are_empty() -> None:
     assert queries.stragglers(db, "none").empty
 
 
+class ColumnlessDb(queries.Db):
+    """chDB's answer to a query without rows: a frame without columns; aggregates give a row."""
+
+    def __init__(self, rows: dict[str, pd.DataFrame] | None = None) -> None:
+        super().__init__(client=None)
+        self.rows = rows or {}
+
+    def df(self, sql: str, **params: Any) -> pd.DataFrame:
+        for marker, frame in self.rows.items():
+            if marker in sql:
+                return frame.copy()
+        if "uniqExact(worker_id) AS workers" in sql:
+            return pd.DataFrame({"workers": [0], "idle_s": [0.0]})
+        if "dateDiff('second'" in sql:
+            return pd.DataFrame({"s": [0]})
+        return pd.DataFrame()
+
+
+def test_every_panel_copes_with_a_fresh_database() -> None:
+    db = ColumnlessDb()
+    assert queries.jobs(db) == []
+    assert queries.live_kpis(db, "j")["workers"] == 0
+    for frame in (queries.batch_series(db, "j", 600), queries.stragglers(db, "j"),
+                  queries.step_series(db, "j"), queries.shard_map_versions(db, "j"),
+                  queries.decisions(db, "j")):
+        assert frame.empty
+
+
+def test_panels_cope_with_timings_but_no_features_predictions_or_steps() -> None:
+    maps = pd.DataFrame({
+        "map_version": [1], "ts": [pd.Timestamp("2026-01-01")], "apply_epoch": [0],
+        "apply_step": [0], "num_shards": [4], "global_batch_size": [8],
+        "batch_sizes": [[4, 4]], "shards": [[[0, 1], [2, 3]]], "predicted_gain_s": [0.0],
+        "move_cost_s": [0.0], "reason": ["initial"],
+    })
+    db = ColumnlessDb({"median((data_wait_s": _now([0.01, 0.03]), "FROM v_shard_maps": maps})
+    out = queries.stragglers(db, "j", threshold=1.3)
+    assert list(out.loc[out["straggler"], "worker_id"]) == [1]
+    assert out["predicted_slowdown"].isna().all()
+    versions = queries.shard_map_versions(db, "j")
+    assert versions["after_s"].isna().all() and list(versions["moved_shards"]) == [0]
+
+
 def test_to_records_makes_json_friendly_rows() -> None:
     frame = pd.DataFrame({
         "t": pd.to_datetime(["2026-01-01 10:00:00"]), "arr": [np.array([1, 2])],
