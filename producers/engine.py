@@ -8,13 +8,10 @@
             train_step(batch)
         runtime.epoch_end(epoch)
 
-Agreement protocol: maps never apply where a rank happens to see them. At sync
-points (every ``sync_every`` steps, and at ``epoch_end``) rank 0 reads the
-newest map, checks it, picks the step it applies at (at least one sync interval
-and the loader prefetch depth ahead, so no rank has produced that step yet) and
-broadcasts map and step; every rank schedules exactly that. Maps moving more
-than ``mid_epoch_move_limit`` of the shards wait for ``epoch_end``. Without
-torch.distributed one process plays all ranks and decides alone.
+Agreement protocol (``producers.agreement``): at sync points (every
+``sync_every`` steps, and at ``epoch_end``) rank 0 picks the newest valid map
+and the step it applies at, and broadcasts both; every rank schedules exactly
+that. Without torch.distributed one process plays all ranks and decides alone.
 
 State: ``state_dict()`` holds epoch, step, seed and the epoch's plan (every map
 with its apply step, including decided-but-future ones). The schedule is a pure
@@ -32,21 +29,20 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from producers.agreement import Decision, MapAgreement
 from producers.loader import ShardLoader
-from producers.maps import JobShape, assignment, elastic_map, map_problem, moved_shards
+from producers.maps import JobShape, assignment
 from producers.memory import InMemoryMapSource, InMemoryTimingSink
 from producers.schedule import EpochSchedule
 from producers.seams import MapSource, TimingSink
 from producers.shards import EpochOrder, VirtualShards
 from producers.world import World
-from shardsense.errors import InvalidShardMap
-from shardsense.events import ShardMap, check_partition
+from shardsense.events import ShardMap
 
 __all__ = ["MapStyleDataset", "ShardSenseRuntime"]
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
-Decision = tuple[int, ShardMap]
 
 
 def _positive(name: str, value: int, minimum: int) -> int:
@@ -61,14 +57,6 @@ class MapStyleDataset(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int, /) -> Any: ...
-
-
-def _is_partition(m: ShardMap, num_shards: int) -> bool:
-    try:
-        check_partition(m.shards, num_shards)
-    except InvalidShardMap:
-        return False
-    return True
 
 
 class ShardSenseRuntime:
@@ -125,17 +113,18 @@ class ShardSenseRuntime:
         self.job = JobShape(job, len(dataset), num_shards, batch, max_batch_size)
         # Decisions happen at a sync point; they must land on a step no prefetcher reached.
         lead = loader_workers * prefetch_factor
-        self._lead_steps = self.sync_every * max(1, math.ceil(lead / self.sync_every))
+        lead_steps = self.sync_every * max(1, math.ceil(lead / self.sync_every))
         self._settings = settings
         self._sink_arg = sink
         self.sinks: dict[int, TimingSink] = {}
         self._loaders: dict[int, ShardLoader] = {}
         self._progress: dict[int, int] = {}
         self._hook: Any = None
-        self._rejected: set[int] = set()
         self._synced: set[int] = set()
-        self.maps = self._make_maps(maps, map_wait_s)
-        self._new_epoch(0, [(0, self._initial_map())])
+        self.maps = self._make_maps(maps)
+        self._agree = MapAgreement(self.job, self.world, self.maps, lead_steps=lead_steps,
+                                   move_limit=mid_epoch_move_limit)
+        self._new_epoch(0, [(0, self._agree.initial(map_wait_s))])
 
     # ------------------------------------------------------------ public API
 
@@ -179,20 +168,17 @@ class ShardSenseRuntime:
         """The safe point for large reshards: rank 0's newest valid map applies from step 0."""
         if epoch != self.epoch:
             raise ValueError(f"epoch {epoch} is not the current epoch {self.epoch}")
-        decided = self.world.broadcast(
-            self._decide(0, at_epoch_end=True) if self.world.is_coordinator else None
-        )
-        start = decided[1] if decided else self._plan[-1][1]
-        self._new_epoch(self.epoch + 1, [(0, start)])
+        decided = self._agree.at_epoch_end(self.epoch, self._newest)
+        self._new_epoch(self.epoch + 1, [(0, decided or self._plan[-1][1])])
 
     def sync_point(self, step: int) -> None:
         """Called by the loaders every ``sync_every`` steps; runs once per step."""
         if step in self._synced:
             return
         self._synced.add(step)
-        decided = self.world.broadcast(
-            self._decide(step, at_epoch_end=False) if self.world.is_coordinator else None
-        )
+        decided = self._agree.at_sync(self.epoch, step, self.steps_per_epoch,
+                                      self._schedule.position, self._newest,
+                                      self._schedule.assignment_at)
         if decided:
             self._schedule_map(*decided)
 
@@ -227,11 +213,7 @@ class ShardSenseRuntime:
             plan = [(s, m) for s, m in plan if s < step or s == 0]
             in_force = plan[-1][1]
             newest = max(m.map_version for _, m in plan)
-            elastic = self.world.broadcast(
-                self._adopt_or_build(in_force, newest, f"elastic restart at epoch {epoch} "
-                                     f"step {step}") if self.world.is_coordinator else None
-            )
-            assert elastic is not None
+            elastic = self._agree.elastic(in_force, newest, epoch, step)
             plan = [(s, m) for s, m in plan if s < step] + [(step, elastic)]
         self.seed = _positive("state: seed", int(state["seed"]), 0)
         self._new_epoch(epoch, plan, start_step=step)
@@ -315,66 +297,7 @@ class ShardSenseRuntime:
         if step:
             log.info("map v%d applies at epoch %d step %d", m.map_version, self.epoch, step)
 
-    def _latest(self) -> ShardMap | None:
-        try:
-            return self.maps.latest()
-        except Exception:
-            log.exception("map source failed; keeping map v%d", self._newest)
-            return None
-
-    def _decide(self, step: int, *, at_epoch_end: bool) -> Decision | None:
-        """Rank 0: the newest map that may apply, and where (``None``: nothing new)."""
-        m = self._latest()
-        if m is None or m.map_version <= self._newest or m.map_version in self._rejected:
-            return None
-        problem = map_problem(m, self.job, self.world.size)
-        if problem is not None:
-            self._rejected.add(m.map_version)
-            log.warning("rejected map v%d: %s; map v%d stays in force",
-                        m.map_version, problem, self._newest)
-            return None
-        if at_epoch_end:
-            return (0, m) if (m.apply_epoch, m.apply_step) <= (self.epoch + 1, 0) else None
-        apply = max(step + self._lead_steps, self._schedule.position)
-        if apply >= self.steps_per_epoch or (m.apply_epoch, m.apply_step) > (self.epoch, apply):
-            return None
-        moved = moved_shards(self._schedule.assignment_at(apply), assignment(m))
-        if moved > self.mid_epoch_move_limit * self.job.num_shards:
-            return None  # a large reshard waits for epoch_end
-        return apply, m
-
-    def _initial_map(self) -> ShardMap:
-        m = None
-        if self.world.is_coordinator:
-            wait = getattr(self.maps, "wait_ready", None)
-            if wait is not None and not wait(self._map_wait_s):
-                log.warning("map source not caught up after %.1fs; using what it has",
-                            self._map_wait_s)
-            latest = self._latest()
-            m = self._adopt_or_build(latest, 0, "first map of the job")
-        return self.world.broadcast(m)  # type: ignore[return-value]
-
-    def _adopt_or_build(self, previous: ShardMap | None, newest: int, reason: str) -> ShardMap:
-        """The source's latest map if it fits this job and world, else a published equal split."""
-        latest = self._latest()
-        if latest is not None and latest.map_version > newest:
-            problem = map_problem(latest, self.job, self.world.size)
-            if problem is None:
-                return latest
-            log.info("latest map v%d does not fit (%s); publishing an equal split",
-                     latest.map_version, problem)
-        version = max(newest, latest.map_version if latest else 0) + 1
-        if previous is not None and not _is_partition(previous, self.job.num_shards):
-            previous = None  # no locality to keep from a map that does not fit
-        m = elastic_map(self.job, version, self.world.size, previous, reason=reason)
-        try:
-            self.maps.publish(m)
-        except Exception:
-            log.exception("publishing map v%d failed; using it locally", version)
-        return m
-
-    def _make_maps(self, maps: MapSource | None, wait_s: float) -> MapSource:
-        self._map_wait_s = wait_s
+    def _make_maps(self, maps: MapSource | None) -> MapSource:
         if maps is not None:
             return maps
         if self._settings is not None and self.world.is_coordinator:

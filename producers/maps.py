@@ -88,9 +88,18 @@ def moved_shards(old: Assignment, new: Assignment) -> int:
 
 
 def elastic_map(
-    job: JobShape, version: int, world: int, previous: ShardMap | None, *, reason: str
+    job: JobShape,
+    version: int,
+    world: int,
+    previous: ShardMap | None,
+    *,
+    reason: str,
+    at: tuple[int, int] = (0, 0),
 ) -> ShardMap:
-    """An equal split for ``world`` ranks that moves as few of ``previous``'s shards as possible."""
+    """An equal split for ``world`` ranks that moves as few of ``previous``'s shards as possible.
+
+    ``at`` is the ``(epoch, step)`` it applies from (recorded in the map for the console).
+    """
     base = [] if previous is None else previous.shards
     return ShardMap.build(
         job.job_id,
@@ -100,6 +109,8 @@ def elastic_map(
         num_shards=job.num_shards,
         num_samples=job.num_samples,
         max_batch_size=job.max_batch_size,
+        apply_epoch=at[0],
+        apply_step=at[1],
         reason=reason,
         worker_id=0,
     )

@@ -70,7 +70,7 @@ def test_old_duplicate_and_broken_maps_are_ignored_or_rejected_with_a_reason(cap
     good = ShardMap.build("default", 2, [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]], [6, 4, 2])
     broken = dataclasses.replace(good, map_version=3, shards=[[0, 1], [1, 2, 3], [4, 5, 6, 7]])
     maps.publish(good)
-    with caplog.at_level(logging.WARNING, logger="producers.engine"):
+    with caplog.at_level(logging.WARNING, logger="producers.agreement"):
         steps = run_epoch(rt, on_step=lambda s: maps.publish(broken) if s == 4 else None)
     assert [len(b) for b in steps[-1]] == [6, 4, 2]  # v2 stays in force
     assert "rejected map v3" in caplog.text and "assigned twice" in caplog.text
