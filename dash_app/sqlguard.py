@@ -26,6 +26,7 @@ dash_app.sqlguard.SqlRefused: Refused: this console is read-only, so DROP statem
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ __all__ = [
     "readonly_settings",
     "run_readonly",
 ]
+
+log = logging.getLogger("shardsense.console")
 
 #: First keywords a console query may start with.
 ALLOWED_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
@@ -134,13 +137,23 @@ def readonly_client(url: str, *, timeout_s: int, max_rows: int) -> Any:
 
     With ``chdb://`` it is a second handle on the engine this process already
     runs (chDB allows many handles, one path); with ``http(s)://`` its own
-    session. Fails closed: a session that does not report readonly=1 raises.
+    session. A server user that is read-only already may not change settings
+    at all: then its profile's limits apply. Fails closed: a session that does
+    not report readonly mode raises.
     """
     import clickhouse_connect
 
     parts = urlsplit(url)
     dsn = f"chdb://{Path(parts.path).absolute()}" if parts.scheme == "chdb" else url
-    client = clickhouse_connect.get_client(dsn=dsn, settings=readonly_settings(timeout_s, max_rows))
+    try:
+        client = clickhouse_connect.get_client(
+            dsn=dsn, settings=readonly_settings(timeout_s, max_rows)
+        )
+    except Exception as exc:
+        if parts.scheme == "chdb":
+            raise
+        log.warning("console SQL: limits not settable for this user (%s); using its profile", exc)
+        client = clickhouse_connect.get_client(dsn=dsn)
     mode = client.query("SELECT value FROM system.settings WHERE name = 'readonly'").result_rows
     if not mode or str(mode[0][0]) == "0":
         client.close()

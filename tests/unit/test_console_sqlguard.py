@@ -132,7 +132,7 @@ class FakeClient:
     def __init__(self, frame: pd.DataFrame | None = None, error: Exception | None = None) -> None:
         self.frame = frame if frame is not None else pd.DataFrame({"a": [1]})
         self.error = error
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, dict[str, Any] | None]] = []
 
     def query_df(self, sql: str, settings: dict[str, Any] | None = None) -> pd.DataFrame:
         self.calls.append((sql, settings))
@@ -200,3 +200,57 @@ def test_basic_auth_refuses_everything_else(header: str | None) -> None:
     assert status.startswith("401")
     assert headers["WWW-Authenticate"].startswith("Basic realm=")
     assert b"s3cret" not in body
+
+
+class _Rows:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.result_rows = rows
+
+
+class ModeClient:
+    """Answers the readonly probe with ``mode``; records how it was made and closed."""
+
+    def __init__(self, mode: str, **kwargs: Any) -> None:
+        self.mode, self.kwargs, self.closed = mode, kwargs, False
+
+    def query(self, sql: str) -> _Rows:
+        assert "name = 'readonly'" in sql
+        return _Rows([(self.mode,)])
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_readonly_client_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clickhouse_connect
+
+    from dash_app.sqlguard import readonly_client
+
+    made: list[ModeClient] = []
+
+    def get_client(**kw: Any) -> ModeClient:
+        made.append(ModeClient("0", **kw))
+        return made[-1]
+
+    monkeypatch.setattr(clickhouse_connect, "get_client", get_client)
+    with pytest.raises(RuntimeError, match="not read-only"):
+        readonly_client("http://ch:8123", timeout_s=5, max_rows=10)
+    assert made[-1].closed
+    assert made[-1].kwargs["settings"] == readonly_settings(5, 10)
+
+
+def test_readonly_client_falls_back_to_a_readonly_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import clickhouse_connect
+
+    from dash_app.sqlguard import readonly_client
+
+    def get_client(**kw: Any) -> ModeClient:
+        if "settings" in kw:
+            raise RuntimeError("Setting max_execution_time is readonly")
+        return ModeClient("1", **kw)
+
+    monkeypatch.setattr(clickhouse_connect, "get_client", get_client)
+    client = readonly_client("https://reader:pw@ch:8443/db", timeout_s=5, max_rows=10)
+    assert client.kwargs == {"dsn": "https://reader:pw@ch:8443/db"} and not client.closed
