@@ -24,11 +24,13 @@ from dash_app.components import CSS
 from dash_app.sqlguard import explain_error, readonly_client
 from shardsense.settings import Settings
 
-__all__ = ["Console", "create_app"]
+__all__ = ["HEALTH_PATH", "Console", "create_app"]
 
 log = logging.getLogger("shardsense.console")
 
 PAGES = {"/": "Live", "/planner": "Planner", "/sql": "SQL"}
+#: Liveness probe ("OK"); answered without basic auth so container health checks work.
+HEALTH_PATH = "/healthz"
 
 
 @dataclass
@@ -149,6 +151,7 @@ def create_app(
         suppress_callback_exceptions=True,
         update_title="",
         on_error=console.on_error,
+        health_endpoint=HEALTH_PATH.lstrip("/"),
     )
     app.index_string = _INDEX
     app.layout = _shell(console)
@@ -196,5 +199,7 @@ def create_app(
     if settings.console_auth:
         from dash_app.server import BasicAuth
 
-        app.server.wsgi_app = BasicAuth(app.server.wsgi_app, settings.console_auth)
+        app.server.wsgi_app = BasicAuth(
+            app.server.wsgi_app, settings.console_auth, open_paths=(HEALTH_PATH,)
+        )
     return app

@@ -32,17 +32,26 @@ class BasicAuth:
     """WSGI middleware asking for ``user:password`` on every request (pages and callbacks).
 
     Both sides are hashed before ``hmac.compare_digest`` so the comparison takes
-    the same time whatever the header's length or content.
+    the same time whatever the header's length or content. ``open_paths`` (the
+    health probe) answer without credentials and reveal nothing.
     """
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], credentials: str) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        credentials: str,
+        open_paths: Iterable[str] = (),
+    ) -> None:
         self.app = app
+        self.open_paths = frozenset(open_paths)
         token = base64.b64encode(credentials.encode()).decode()
         self._expected = hashlib.sha256(f"Basic {token}".encode()).digest()
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") in self.open_paths:
+            return self.app(environ, start_response)
         given = environ.get("HTTP_AUTHORIZATION", "").strip()
         if hmac.compare_digest(hashlib.sha256(given.encode()).digest(), self._expected):
             return self.app(environ, start_response)

@@ -151,4 +151,5 @@ def test_console_server_binds_loopback_and_asks_for_basic_auth(clickhouse_url: s
         assert _get(server.url, "ops:nope") == 401
         assert _get(server.url, "ops:pw") == 200
         assert _get(server.url + "_dash-layout") == 401
+        assert _get(server.url + "healthz") == 200
         assert server.app is not None and not server.app.server.debug

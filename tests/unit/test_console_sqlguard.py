@@ -194,6 +194,14 @@ def test_basic_auth_lets_the_right_credentials_through() -> None:
     assert _call(app, _basic("ops:s3cret:with:colons"))[0] == "200 OK"
 
 
+def test_basic_auth_leaves_the_health_probe_open() -> None:
+    app = BasicAuth(_inner, "ops:s3cret", open_paths=("/healthz",))
+    seen: dict[str, str] = {}
+    body = app({"PATH_INFO": "/healthz"}, lambda status, headers: seen.update(status=status))
+    assert seen["status"] == "200 OK" and b"".join(body) == b"console"
+    assert _call(app, None)[0].startswith("401")
+
+
 @pytest.mark.parametrize("header", [None, "", _basic("ops:wrong"), _basic("ops"), "Bearer x"])
 def test_basic_auth_refuses_everything_else(header: str | None) -> None:
     status, headers, body = _call(BasicAuth(_inner, "ops:s3cret"), header)
