@@ -46,7 +46,8 @@ class Console:
     threshold: float = queries.STRAGGLER_SLOWDOWN
     sql_client: Any = None
     sql_lock: threading.Lock = field(default_factory=threading.Lock)
-    _last_error: tuple[str, float] = ("", 0.0)
+    _last_error: tuple[str, float] = field(default=("", 0.0), init=False, repr=False)
+    _owns_sql_client: bool = field(default=False, init=False, repr=False)
 
     def readonly_client(self) -> Any:
         """The SQL page's client (call with ``sql_lock`` held)."""
@@ -56,7 +57,15 @@ class Console:
                 s.resolved_clickhouse_url, timeout_s=s.console_sql_timeout_s,
                 max_rows=s.console_sql_max_rows,
             )
+            self._owns_sql_client = True
         return self.sql_client
+
+    def close(self) -> None:
+        """Close the SQL session it opened (clients passed in belong to their owners)."""
+        with self.sql_lock:
+            if self._owns_sql_client:
+                self.sql_client.close()
+                self.sql_client, self._owns_sql_client = None, False
 
     def on_error(self, exc: Exception) -> None:
         """Any callback failure: log it, show one line in the banner, never a traceback.
@@ -154,6 +163,7 @@ def create_app(
         health_endpoint=HEALTH_PATH.lstrip("/"),
     )
     app.index_string = _INDEX
+    app.console = console  # type: ignore[attr-defined]  # ConsoleServer.stop closes it
     app.layout = _shell(console)
     renderers = {"/": live.layout, "/planner": planner.layout, "/sql": sql.layout}
     app.validation_layout = html.Div(  # type: ignore[assignment]

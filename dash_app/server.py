@@ -131,6 +131,9 @@ class ConsoleServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
+        console = getattr(self.app, "console", None)
+        if console is not None:
+            console.close()
 
     def __enter__(self) -> ConsoleServer:
         self.start()
