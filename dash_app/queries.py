@@ -100,11 +100,10 @@ def jobs_sql() -> str:
 
 
 def kpi_sql() -> str:
-    """One row: fleet size, progress, ingest rate over the last minute, idle time."""
-    return """
+    """One row over the job's last 5 minutes: fleet, progress, ingest rate, idle time."""
+    return f"""
 SELECT
     uniqExact(worker_id) AS workers,
-    count() AS batches,
     argMax(epoch, end_ts) AS last_epoch,
     argMax(step, end_ts) AS last_step,
     argMax(map_version, end_ts) AS map_version,
@@ -112,7 +111,7 @@ SELECT
     uniqExactIf(event_id, ingest_ts >= now64(6) - INTERVAL 60 SECOND) / 60 AS reports_per_s,
     dateDiff('millisecond', max(ingest_ts), now64(6)) / 1000 AS idle_s
 FROM v_batch_timings
-WHERE job_id = {job:String}
+WHERE job_id = {{job:String}} AND end_ts >= {_LAST_END} - INTERVAL 300 SECOND
 """
 
 
