@@ -5,8 +5,8 @@ Run: ``python -m producers.overhead_bench [--step-ms 10] [--steps 200] [--rounds
 
 Both loops read the same in-memory dataset at the same batch size and "train"
 for ``--step-ms`` per batch (sleep, then a short spin for precision, so the box
-stays mostly idle). Rounds alternate plain / ShardSense so that drift on a
-shared machine hits both alike; the figures are medians over rounds. The
+stays mostly idle). The two loops alternate every 10 steps so that load changes
+on a shared machine hit both alike; figures are 5%-trimmed means per step. The
 overhead ratio is ``(ShardSense step time - plain step time) / plain step time``;
 the goal is under 1% at 10 ms steps. ``instrumentation`` isolates what the
 runtime adds per step (sampler + schedule + timing + sink) from the step time.
@@ -19,32 +19,52 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["main"]
 
 
-def _train_step(seconds: float) -> None:
-    """Sleep most of the step, spin the last 0.3 ms: precise without hogging a core."""
+def _train_step(seconds: float, spin: bool = False) -> None:
+    """Sleep most of the step and spin the last 0.3 ms, or (``spin``) spin it all.
+
+    Sleeping keeps a shared box usable and is what a host thread waiting on a GPU
+    does; spinning is CPU compute (steadier figures, one core busy meanwhile).
+    """
     end = time.perf_counter() + seconds
-    if seconds > 0.0005:
+    if not spin and seconds > 0.0005:
         time.sleep(seconds - 0.0003)
     while time.perf_counter() < end:
         pass
 
 
-def _run(loader: Iterable[Any], steps: int, step_s: float) -> tuple[float, float]:
-    """Seconds per step and mean seconds inside ``next()`` over ``steps`` batches."""
-    it = iter(loader)
-    wait = 0.0
-    start = time.perf_counter()
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        next(it)
-        wait += time.perf_counter() - t0
-        _train_step(step_s)
-    return (time.perf_counter() - start) / steps, wait / steps
+def _interleaved(
+    loaders: dict[str, Any], steps: int, step_s: float, block: int, spin: bool = False
+) -> dict[str, list[tuple[float, float]]]:
+    """Per-step (step seconds, seconds in ``next()``), alternating loops every ``block`` steps.
+
+    Alternating in small blocks makes load changes on a shared machine hit both
+    loops alike; whole-loop A-then-B runs swing by several percent here.
+    """
+    its = {name: iter(loader) for name, loader in loaders.items()}
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in loaders}
+    clock = time.perf_counter
+    for first in range(0, steps, block):
+        for name, it in its.items():
+            for _ in range(min(block, steps - first)):
+                t0 = clock()
+                next(it)
+                t1 = clock()
+                _train_step(step_s, spin)
+                out[name].append((clock() - t0, t1 - t0))
+    return out
+
+
+def _trimmed_mean(xs: list[float], cut: float = 0.05) -> float:
+    """Mean without the top and bottom ``cut`` (scheduler hiccups of a shared box)."""
+    xs = sorted(xs)
+    k = int(len(xs) * cut)
+    return statistics.fmean(xs[k : len(xs) - k] if len(xs) > 2 * k else xs)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,7 +75,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from producers.memory import InMemoryTimingSink
 
     torch.manual_seed(0)
-    n = args.steps * args.batch_size * 2
+    n = args.steps * args.batch_size + args.batch_size
     data = TensorDataset(torch.randn(n, 64), torch.randint(0, 10, (n,)))
     sink: Any = InMemoryTimingSink()
     if args.bootstrap:
@@ -65,32 +85,36 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         sink = KafkaTimingSink(Settings(kafka_bootstrap=args.bootstrap, job_id="bench"), 0)
     runtime = ShardSenseRuntime(data, num_shards=1024, num_workers=1,
                                 global_batch_size=args.batch_size, sink=sink)
-    shard_loader = runtime.get_dataloader(0)
-    plain = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    step_s = args.step_ms / 1000.0
-    rows: dict[str, list[tuple[float, float]]] = {"plain": [], "shardsense": [], "idle": []}
+    loaders = {
+        "plain": DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True),
+        "shardsense": runtime.get_dataloader(0),
+    }
+    timed: dict[str, list[tuple[float, float]]] = {"plain": [], "shardsense": []}
+    idle: dict[str, list[tuple[float, float]]] = {"plain": [], "shardsense": []}
     for _ in range(args.rounds):
-        rows["plain"].append(_run(plain, args.steps, step_s))
-        rows["shardsense"].append(_run(shard_loader, args.steps, step_s))
-        runtime.epoch_end(runtime.epoch)  # a fresh epoch (and order) for every pass
-        # instrumentation alone: the same loaders with a zero-length step
-        rows["idle"].append(_run(shard_loader, args.steps, 0.0))
+        step_s = args.step_ms / 1000
+        for name, rows in _interleaved(loaders, args.steps, step_s, 10, args.spin).items():
+            timed[name].extend(rows)
         runtime.epoch_end(runtime.epoch)
-        rows["idle"].append(_run(plain, args.steps, 0.0))
+        for name, rows in _interleaved(loaders, args.steps, 0.0, 10).items():
+            idle[name].extend(rows)  # what the loops cost without any training step
+        runtime.epoch_end(runtime.epoch)
     dropped = getattr(sink, "dropped", 0)
     runtime.close()
-    med = {k: statistics.median(x[0] for x in v) for k, v in rows.items()}
-    idle_ss = statistics.median(x[0] for x in rows["idle"][0::2])
-    idle_plain = statistics.median(x[0] for x in rows["idle"][1::2])
+
+    def stat(rows: list[tuple[float, float]], col: int) -> float:
+        return _trimmed_mean([r[col] for r in rows])
+
+    plain, ours = stat(timed["plain"], 0), stat(timed["shardsense"], 0)
     return {
-        "plain_step_s": med["plain"],
-        "shardsense_step_s": med["shardsense"],
-        "plain_wait_s": statistics.median(x[1] for x in rows["plain"]),
-        "shardsense_wait_s": statistics.median(x[1] for x in rows["shardsense"]),
-        "overhead_ratio": med["shardsense"] / med["plain"] - 1.0,
-        "instrumentation_s": idle_ss - idle_plain,
-        "idle_plain_s": idle_plain,
-        "idle_shardsense_s": idle_ss,
+        "plain_step_s": plain,
+        "shardsense_step_s": ours,
+        "plain_wait_s": stat(timed["plain"], 1),
+        "shardsense_wait_s": stat(timed["shardsense"], 1),
+        "overhead_ratio": ours / plain - 1.0,
+        "instrumentation_s": stat(idle["shardsense"], 0) - stat(idle["plain"], 0),
+        "idle_plain_s": stat(idle["plain"], 0),
+        "idle_shardsense_s": stat(idle["shardsense"], 0),
         "dropped": dropped,
         "sink": type(sink).__name__,
     }
@@ -103,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="steps per loop and round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--spin", action="store_true",
+                        help="busy-wait the whole step (CPU compute) instead of sleeping")
     parser.add_argument("--bootstrap", default="", help="Kafka HOST:PORT for KafkaTimingSink")
     args = parser.parse_args(argv)
     for name in ("steps", "rounds", "batch_size"):
@@ -116,8 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.table import Table
 
     us = 1e6
-    table = Table(title=f"loader overhead at {args.step_ms:g} ms steps "
-                        f"({args.rounds} rounds x {args.steps} steps, medians)")
+    kind = "spinning" if args.spin else "sleeping"
+    table = Table(title=f"loader overhead at {args.step_ms:g} ms {kind} steps "
+                        f"({args.rounds} rounds x {args.steps} steps per loop, trimmed means)")
     for col in ("loop", "step (ms)", "in next() (µs)", "vs plain"):
         table.add_column(col, justify="right" if col != "loop" else "left")
     table.add_row("plain DataLoader", f"{res['plain_step_s'] * 1e3:.3f}",

@@ -24,9 +24,8 @@ __all__ = ["EpochOrder", "Segment", "VirtualShards"]
 #: ``(shard, start, count)``: positions ``start .. start+count-1`` of the shard's
 #: seeded permutation; consumption of a shard is always a growing prefix of it.
 Segment = tuple[int, int, int]
-#: Shards per block of random sort keys: one generator per block keeps the per-shard
-#: cost at an argsort (a generator per shard cost ~30 µs each), and only the blocks a
-#: rank reads are ever drawn.
+#: Shards per block of random sort keys: one generator and one argsort per block
+#: (a generator per shard cost ~30 µs each); only the blocks a rank reads are drawn.
 KEY_BLOCK = 64
 
 
@@ -77,36 +76,39 @@ class EpochOrder:
         self.priority: list[int] = [0] * shards.num_shards
         for pos, s in enumerate(visit.tolist()):
             self.priority[s] = pos
-        self._perms: dict[int, np.ndarray] = {}
-        self._blocks: dict[int, tuple[np.ndarray, int]] = {}
+        self._perms: dict[int, list[int]] = {}
 
-    def permutation(self, shard: int) -> np.ndarray:
-        """Absolute sample indices of ``shard`` in this epoch's seeded order."""
+    def permutation(self, shard: int) -> list[int]:
+        """Absolute sample indices of ``shard`` in this epoch's seeded order.
+
+        A Python list: the per-step hot path then slices lists, not numpy arrays.
+        """
         perm = self._perms.get(shard)
         if perm is None:
-            keys, offset = self._keys(shard // KEY_BLOCK)
-            start, size = self.shards.starts[shard], self.shards.sizes[shard]
-            lo = start - offset
-            perm = start + np.argsort(keys[lo : lo + size], kind="stable")
-            self._perms[shard] = perm
+            self._draw_block(shard // KEY_BLOCK)
+            perm = self._perms[shard]
         return perm
 
-    def _keys(self, block: int) -> tuple[np.ndarray, int]:
-        """Random sort keys of a block of ``KEY_BLOCK`` shards (one generator per block)."""
-        cached = self._blocks.get(block)
-        if cached is None:
-            first = block * KEY_BLOCK
-            last = min(first + KEY_BLOCK, self.shards.num_shards) - 1
-            lo = self.shards.starts[first]
-            hi = self.shards.starts[last] + self.shards.sizes[last]
-            rng = np.random.default_rng([self.seed, self.epoch, 1, block])
-            cached = (rng.random(hi - lo, dtype=np.float32), lo)
-            self._blocks[block] = cached
-        return cached
+    def _draw_block(self, block: int) -> None:
+        """Permutations of a block of ``KEY_BLOCK`` shards: one generator, one argsort."""
+        vs = self.shards
+        first = block * KEY_BLOCK
+        sizes = vs.sizes[first : first + KEY_BLOCK]
+        lo = vs.starts[first]
+        keys = np.random.default_rng([self.seed, self.epoch, 1, block]).random(
+            sum(sizes), dtype=np.float32
+        )
+        # by shard, then by key: keys are in [0, 1), so shard j's sort keys are in [j, j+1)
+        owner = np.repeat(np.arange(len(sizes), dtype=np.float64), sizes)
+        flat = (lo + np.argsort(owner + keys, kind="stable")).tolist()
+        at = 0
+        for j, size in enumerate(sizes):
+            self._perms[first + j] = flat[at : at + size]
+            at += size
 
     def indices(self, segments: Sequence[Segment]) -> list[int]:
         """Materialise segments into sample indices (the only per-sample work)."""
         out: list[int] = []
         for shard, start, count in segments:
-            out.extend(self.permutation(shard)[start : start + count].tolist())
+            out.extend(self.permutation(shard)[start : start + count])
         return out
