@@ -1,0 +1,218 @@
+"""The bench's closed loop inside the job: timings -> predictor -> planner policy -> map.
+
+The product path is Kafka -> Faust processor -> planner service -> compacted
+topic. The bench keeps the same pieces but wires them in-process, which is far
+more reproducible on a shared 2-core machine:
+
+    ShardLoader timing (per batch, via the runtime's TimingSink seam)
+      -> per sync interval one async all_gather of per-rank (seconds, samples)
+      -> rank 0: :class:`EwmaPredictor` -> ``shardsense.events.Prediction``
+      -> ``planner_service.policy.PlanPolicy`` (minmax plan + gain/cost hysteresis)
+      -> ``InMemoryMapSource.publish`` -> the runtime's own sync point
+         (rank 0 checks the map and broadcasts map + apply step to every rank).
+
+Why a busy-time probe: in synchronous DDP the loader's ``compute_s`` (time
+between two ``next()`` calls) includes waiting in the gradient all-reduce for
+the slowest rank, so every rank reports about the same time and a straggler is
+invisible. :class:`BusyProbe` stamps when this rank's gradients are ready to
+reduce (its comm hook is called), i.e. the rank's own work; the sink swaps it
+in for ``compute_s``. ``timing="loader"`` keeps the loader's value, to show
+the difference.
+
+No ``from __future__ import annotations`` here: DDP checks the comm hook's
+annotations by identity, and string annotations fail that check.
+"""
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from planner_service.policy import Decision, PlanPolicy, PolicyConfig
+from producers.memory import InMemoryMapSource
+from shardsense.events import Prediction, new_event_id
+
+__all__ = ["BenchSink", "BusyProbe", "EwmaPredictor", "HookTap", "InProcessPlanner"]
+
+Key = tuple[int, int]  # (epoch, step within the epoch), as the loader reports them
+
+
+class BusyProbe:
+    """Per step: when this rank started it and when its gradients were ready to reduce."""
+
+    def __init__(self) -> None:
+        self.current: Key = (0, 0)
+        self.start: dict[Key, float] = {}
+        self.ready: dict[Key, float] = {}
+
+    def begin(self, key: Key) -> None:
+        self.current = key
+        self.start[key] = time.perf_counter()
+
+    def mark(self) -> None:
+        """Called by the comm hook, once per gradient bucket; the last one wins."""
+        self.ready[self.current] = time.perf_counter()
+
+    def busy(self, key: Key) -> float | None:
+        if key in self.start and key in self.ready:
+            return self.ready.pop(key) - self.start.pop(key)
+        return None
+
+
+class HookTap:
+    """What ``runtime.attach`` sees instead of the DDP model: it taps the comm hook.
+
+    ``attach`` registers its weighted-mean hook through us; we register a
+    wrapper that stamps :class:`BusyProbe` and then runs the runtime's hook
+    unchanged (same state, so the runtime still sets the gradient weight).
+    """
+
+    def __init__(self, ddp: Any, probe: BusyProbe) -> None:
+        self._ddp = ddp
+        self._probe = probe
+        self.process_group = getattr(ddp, "process_group", None)
+
+    def register_comm_hook(self, state: Any, hook: Callable[..., Any]) -> None:
+        probe = self._probe
+
+        def tapped(
+            st: Any, bucket: dist.GradBucket
+        ) -> torch.futures.Future[torch.Tensor]:
+            probe.mark()
+            result: torch.futures.Future[torch.Tensor] = hook(st, bucket)
+            return result
+
+        self._ddp.register_comm_hook(state, tapped)
+
+
+class BenchSink:
+    """A TimingSink that sums each window's (seconds, samples) for the next all_gather.
+
+    ``versions`` keeps the map version of every offered step: the batch sizes
+    each step really ran with, for the report.
+    """
+
+    def __init__(self, probe: BusyProbe, timing: str = "busy") -> None:
+        if timing not in ("busy", "loader"):
+            raise ValueError(f"timing must be 'busy' or 'loader', got {timing!r}")
+        self.probe = probe
+        self.timing = timing
+        self.dropped = 0
+        self.window = [0.0, 0.0, 0.0]  # chosen seconds, loader seconds, samples
+        self.versions: dict[Key, int] = {}
+
+    def offer(
+        self, epoch: int, step: int, samples: int, data_wait_s: float, compute_s: float,
+        map_version: int, end_ts: float,
+    ) -> None:
+        busy = self.probe.busy((epoch, step))
+        if epoch == 0 and step == 0:
+            return  # one-off costs (DDP's first backward builds its buckets), not speed
+        own = compute_s if busy is None or self.timing == "loader" else busy
+        self.window[0] += data_wait_s + own
+        self.window[1] += data_wait_s + compute_s
+        self.window[2] += samples
+        self.versions[(epoch, step)] = map_version
+
+    def drain(self) -> list[float]:
+        out, self.window = self.window, [0.0, 0.0, 0.0]
+        return out
+
+    def close(self) -> None:
+        return None
+
+
+class EwmaPredictor:
+    """Seconds per sample per rank: an EWMA of window means, reset on a confirmed level shift.
+
+    A plain EWMA needs many windows to follow a step change; resetting to the
+    newest window when ``confirm`` consecutive windows deviate by more than
+    ``shift`` in the same direction follows a new straggler in two windows
+    (the first one usually straddles the onset), while a square wave that flips
+    faster than that averages out (its swings stay inside the band).
+    :meth:`uncertainty` is the standard error of the smoothed value, from the
+    EW variance of the windows around it (``prior_cv`` of the level after a
+    reset): the planner's noise guard needs it.
+
+    >>> p = EwmaPredictor(alpha=0.3, shift=0.4, confirm=2)
+    >>> [round(p.update(0, x), 3) for x in (1.0, 1.0, 3.0, 3.2)]
+    [1.0, 1.0, 1.6, 3.2]
+    """
+
+    def __init__(self, alpha: float = 0.3, shift: float = 0.4, confirm: int = 2,
+                 prior_cv: float = 0.1) -> None:
+        self.alpha, self.shift, self.confirm, self.prior_cv = alpha, shift, confirm, prior_cv
+        self.value: dict[int, float] = {}
+        self.var: dict[int, float] = {}
+        self._pending: dict[int, list[float]] = {}
+
+    def update(self, rank: int, tps: float) -> float:
+        old = self.value.get(rank)
+        pending = self._pending.setdefault(rank, [])
+        if old is not None and abs(tps / old - 1.0) > self.shift and (
+            not pending or (pending[-1] > old) == (tps > old)
+        ):
+            pending.append(tps)
+        else:
+            pending.clear()
+        if old is None or len(pending) >= self.confirm:
+            self.value[rank], self.var[rank] = tps, (self.prior_cv * tps) ** 2
+            pending.clear()
+        else:
+            a, delta = self.alpha, tps - old
+            self.value[rank] = old + a * delta
+            self.var[rank] = (1.0 - a) * (self.var[rank] + a * delta * delta)
+        return self.value[rank]
+
+    def uncertainty(self, rank: int) -> float:
+        """Standard error of the smoothed value (an EWMA keeps a/(2-a) of the variance)."""
+        a = self.alpha
+        return math.sqrt(self.var.get(rank, 0.0) * a / (2.0 - a))
+
+
+class InProcessPlanner:
+    """Rank 0's planner: predictions from gathered windows, the policy, maps to the source."""
+
+    def __init__(
+        self, maps: InMemoryMapSource, job_id: str, config: PolicyConfig,
+        predictor: EwmaPredictor | None = None, straggler_slowdown: float = 1.5,
+    ) -> None:
+        self.maps = maps
+        self.job_id = job_id
+        self.policy = PlanPolicy(config, job_id)
+        self.predictor = predictor or EwmaPredictor()
+        self.straggler_slowdown = straggler_slowdown
+        self.decisions: list[tuple[int, Decision]] = []
+
+    def on_window(self, step: int, seconds: list[float], samples: list[float]) -> None:
+        """Feed one window of every rank (``step``: the epoch step it ends at)."""
+        latest = self.maps.latest()
+        if latest is not None:
+            self.policy.observe_map(latest)
+        preds = {
+            r: self.predictor.update(r, s / n)
+            for r, (s, n) in enumerate(zip(seconds, samples, strict=True)) if n > 0
+        }
+        if not preds:
+            return
+        median = statistics.median(preds.values())
+        now = time.time()
+        for r, tps in preds.items():
+            slowdown = tps / median if median > 0 else 1.0
+            self.policy.observe_prediction(Prediction(
+                self.job_id, r, new_event_id(), now, time_per_sample_s=tps,
+                uncertainty_s=self.predictor.uncertainty(r), slowdown=slowdown,
+                straggler=slowdown >= self.straggler_slowdown,
+                based_on_step=step,
+            ))
+        decision = self.policy.evaluate()
+        if decision is None:
+            return
+        self.decisions.append((step, decision))
+        if decision.decision == "published" and decision.shard_map is not None:
+            self.maps.publish(decision.shard_map)
+            self.policy.observe_map(decision.shard_map)

@@ -1,0 +1,248 @@
+"""The bench's outputs: progress, terminal table, results.md, bench.png, README block.
+
+Everything here formats what :mod:`producers.bench.analysis` computed; the
+machine description is part of every output because on a shared 2-core box
+the absolute numbers mean little without it (the ratios, measured side by side
+in one run, are what to read).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from producers.bench.analysis import WARMUP, analyse, goals, static_overhead
+from producers.bench.scenarios import BenchConfig, Scenario
+
+__all__ = ["build", "machine", "markdown", "plot", "print_table", "progress", "update_readme"]
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+PATH_NOTE = (
+    "in-process closed loop: the runtime's per-batch timings (busy time up to the gradient "
+    "all-reduce) -> an async all_gather per {sync}-step window -> EWMA predictor with "
+    "level-shift reset -> planner_service PlanPolicy (minmax, gain/cost hysteresis, noise "
+    "guard) -> InMemoryMapSource -> the runtime's rank-0 broadcast at its sync points (every "
+    "{sync} steps). No Kafka, Faust or ClickHouse."
+)
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from (load averages show how shared the cores were)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    return {
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+@contextmanager
+def progress(cfg: BenchConfig) -> Iterator[Callable[[tuple[Any, ...]], None]]:
+    """A rich progress bar over all runs' steps; yields the worker-event callback."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = cfg.steps * len(cfg.scenarios) * len(cfg.methods)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
+                  f"/{total} steps"), TimeElapsedColumn()) as bar:
+        task = bar.add_task(f"starting {cfg.world} gloo ranks", total=total)
+        done = [0]
+
+        def on_event(msg: tuple[Any, ...]) -> None:
+            if msg[0] == "step":
+                _, name, method, step = msg
+                bar.update(task, completed=done[0] + step, description=f"{name} / {method}")
+            elif msg[0] == "result":
+                done[0] += cfg.steps
+                bar.update(task, completed=done[0])
+
+        yield on_event
+
+
+def build(cfg: BenchConfig, scenarios: dict[str, Scenario], results: list[dict[str, Any]],
+          *, argv: list[str], seconds: float, pipeline: str) -> dict[str, Any]:
+    """Summaries, goals, machine and command: the content of every output."""
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        runs.setdefault(r["scenario"], {})[r["method"]] = r
+    overhead = None
+    if "static" in runs.get("none", {}):
+        overhead = static_overhead(scenarios["none"], runs["none"]["static"])
+    summaries = [analyse(scenarios[n], runs[n], overhead) for n in cfg.scenarios if n in runs]
+    return {
+        "command": " ".join(["shardsense", "bench", *argv[2:]] if argv[:2] == [
+            "shardsense", "bench"] else argv),
+        "machine": machine(), "bench_seconds": round(seconds, 1),
+        "pipeline": pipeline, "path": PATH_NOTE.format(sync=cfg.sync_every),
+        "timing": cfg.timing,
+        "overhead_from": "the no-straggler static run" if overhead is not None else
+                         "each scenario's static run",
+        "setup": (f"{cfg.world} ranks (gloo, CPU, 1 thread each), MLP 64-64-10 on load_digits "
+                  f"(80/20 split), global batch {cfg.global_batch}, {cfg.steps} steps per run, "
+                  f"{cfg.num_shards} shards; injected work {1e3 * cfg.base_delay_s:g} ms per "
+                  "sample times the scenario's slowdown (time.sleep before the forward pass)"),
+        "scenarios": {n: scenarios[n].title for n in cfg.scenarios},
+        "summaries": summaries, "goals": goals(summaries),
+    }
+
+
+def _fmt(v: Any, spec: str) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return format(v, spec)
+
+
+HEAD = ["scenario", "method", "step ms", "median ms", "epoch s", "× clairv.", "× persist.",
+        "adapted × clairv.", "adapt steps", "acc. %"]
+
+
+def _table_rows(out: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for s in out["summaries"]:
+        for r in s["rows"]:
+            oracle = r["method"].startswith("oracle")
+            rows.append([
+                s["scenario"], r["method"], _fmt(r["step_ms"], ".1f"),
+                _fmt(r["median_step_ms"], ".1f"), _fmt(r["epoch_s"], ".2f"),
+                _fmt(r["vs_clairvoyant"], ".2f"), _fmt(r["vs_persistent"], ".2f"),
+                "" if oracle else (f"{_fmt(r.get('adapted_vs_clairvoyant'), '.2f')} / "
+                                   f"{_fmt(r.get('adapted_median_vs_clairvoyant'), '.2f')}"),
+                "" if oracle or "adaptation_steps" not in r else
+                _fmt(r["adaptation_steps"], "d"),
+                "" if oracle else _fmt(100 * r["accuracy"], ".1f"),
+            ])
+    return rows
+
+
+def markdown(out: dict[str, Any], image: str) -> str:
+    """results.md (and the README block): machine, command, table, goals, plot, method."""
+    m = out["machine"]
+    lines = [
+        "### ShardSense bench: static vs ShardSense vs oracles", "",
+        f"Measured {m['date_utc']} on {m['platform']}, {m['cpu']} ({m['cpu_count']} CPUs, "
+        f"load average {'/'.join(map(str, m['load_avg']))} at the end), Python {m['python']}, "
+        f"torch {m['torch']}; the bench took {out['bench_seconds']:.0f} s.", "",
+        f"Command: `{out['command']}`", "",
+        f"Setup: {out['setup']}.", "",
+        f"ShardSense path measured: {out['path']} Predictor input: `{out['timing']}` timing.",
+        "", "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in _table_rows(out)]
+    lines += ["", "| goal (issue 7) | measured | met |", "|---|---|---|"]
+    for g in out["goals"]:
+        met = {True: "yes", False: "**no**", None: "not run"}[g["met"]]
+        lines.append(f"| {g['goal']} | {g['shown']} | {met} |")
+    lines += ["", f"![step time per scenario]({image})", "",
+              "Scenarios: " + "; ".join(f"`{k}`: {v}" for k, v in out["scenarios"].items())
+              + ".", "",
+              "Reading the table: *× clairv.* divides the run's total step time by the "
+              "oracle that knows every rank's true speed at every step (B / Σ speeds, plus the "
+              f"fixed per-step overhead measured in {out['overhead_from']}); *× persist.* by the "
+              "oracle that knows each rank's lasting speed (including a straggler's onset) but "
+              "not the periodic interference. *adapted × clairv.* is total / median of the "
+              "per-step ratio, counted from the step the straggler's batch share got within 10% "
+              f"of its ideal share (*adapt steps* after onset), or from step {WARMUP} without a "
+              "straggler. The goals on step time are judged on the median step: other tenants "
+              "of this shared 2-core machine stall either method for a few steps at random, "
+              "which moves totals by more than the effects measured. Both are shown.", ""]
+    return "\n".join(lines)
+
+
+def print_table(out: dict[str, Any]) -> None:
+    """The same table in the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"shardsense bench — {out['machine']['date_utc']}, "
+                        f"{out['machine']['cpu_count']} CPUs, torch {out['machine']['torch']}")
+    for h in HEAD:
+        table.add_column(h, justify="left" if h in ("scenario", "method") else "right")
+    for row in _table_rows(out):
+        table.add_row(*row)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)  # a log file or pipe: do not squeeze the table to 80
+    console.print(table)
+    for g in out["goals"]:
+        met = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "not run"}[g["met"]]
+        console.print(f"  {met}  {g['goal']}: {g['shown']}")
+    console.print(f"  path: {out['path']}")
+
+
+def plot(out: dict[str, Any], results: list[dict[str, Any]], path: Path) -> None:
+    """Step time over steps (top) and ShardSense batch sizes (bottom), one column each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sums = out["summaries"]
+    fig, axes = plt.subplots(2, len(sums), figsize=(4.2 * len(sums), 6.2), squeeze=False,
+                             sharex="col")
+    runs = {(r["scenario"], r["method"]): r for r in results}
+    for col, s in enumerate(sums):
+        top, bottom = axes[0][col], axes[1][col]
+        for method, color in (("static", "tab:red"), ("shardsense", "tab:blue")):
+            r = runs.get((s["scenario"], method))
+            if r is None:
+                continue
+            ms = 1e3 * np.asarray(r["step_s"])
+            smooth = np.convolve(ms, np.ones(5) / 5, mode="same")
+            top.plot(ms, color=color, alpha=0.2, lw=0.7)
+            top.plot(smooth, color=color, lw=1.4, label=method)
+        top.plot(1e3 * np.asarray(s["series"]["clairvoyant"]), color="k", lw=1.1,
+                 label="oracle (clairvoyant)")
+        top.plot(1e3 * np.asarray(s["series"]["persistent"]), color="k", ls="--", lw=1.0,
+                 label="oracle (persistent)")
+        top.set_title(f"{s['scenario']}: {s['title']}", fontsize=9)
+        top.set_ylabel("step time (ms)")
+        top.set_ylim(bottom=0, top=float(np.percentile(1e3 * np.asarray(
+            runs[(s["scenario"], "static")]["step_s"]), 99)) * 1.3)
+        ss = runs.get((s["scenario"], "shardsense"))
+        if ss is not None:
+            sizes = np.asarray(ss["batch_sizes"])
+            for rank in range(sizes.shape[1]):
+                bottom.step(range(len(sizes)), sizes[:, rank], where="post", lw=1.2,
+                            label=f"rank {rank}")
+        bottom.set_ylabel("ShardSense batch size")
+        bottom.set_xlabel("step")
+        if s["onset"]:
+            for ax in (top, bottom):
+                ax.axvline(s["onset"], color="grey", ls=":", lw=1)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    axes[1][0].legend(fontsize=7, loc="lower left", ncol=2)
+    m = out["machine"]
+    fig.suptitle(f"shardsense bench, {m['date_utc']}, {m['cpu_count']} CPUs, "
+                 f"torch {m['torch']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def update_readme(readme: Path, block: str) -> str:
+    """Replace the marked block of ``readme``; returns what happened (never fails the run)."""
+    try:
+        text = readme.read_text()
+    except OSError as exc:
+        return f"README not updated: {exc}"
+    if START not in text or END not in text:
+        return f"README not updated: {readme} has no {START} ... {END} block"
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    return f"updated the bench block in {readme}"

@@ -1,0 +1,53 @@
+"""``shardsense bench --quick`` end to end: 2 real gloo ranks, 1 scenario (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.distributed
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(150)
+def test_quick_bench_writes_finite_results_table_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    code = ("import sys; from producers.bench import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--quick", "--ranks", "2", "--scenarios", "slow-2x",
+         "--out-dir", str(out), "--readme", ""],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=140,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("results.json", "results.md", "bench.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = json.loads((out / "results.json").read_text())
+    assert [(r["scenario"], r["method"]) for r in res["runs"]] == [
+        ("slow-2x", "static"), ("slow-2x", "shardsense")]
+    for run in res["runs"]:
+        assert len(run["step_s"]) == 60 and all(math.isfinite(t) and t > 0
+                                                 for t in run["step_s"])
+        assert 0.8 <= run["accuracy"] <= 1.0  # 60 steps of load_digits: ~90%
+        assert all(sum(b) == 32 for b in run["batch_sizes"])
+    rows = res["summaries"][0]["rows"]
+    assert {r["method"] for r in rows} == {"static", "shardsense", "oracle (clairvoyant)",
+                                           "oracle (persistent)"}
+    for r in rows:
+        assert math.isfinite(r["step_ms"]) and r["step_ms"] > 0
+        assert math.isfinite(r["vs_clairvoyant"]) and r["vs_clairvoyant"] > 0.5
+    md = (out / "results.md").read_text()
+    assert "| slow-2x | shardsense |" in md and "bench.png" in md and "CPUs" in md
+    assert "in-process closed loop" in md
