@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from producers.agreement import MapAgreement
 from producers.maps import JobShape, elastic_map, equal_batch_sizes, map_problem, rebalance
 from producers.memory import InMemoryMapSource, InMemoryTimingSink, TimingRecord
 from producers.schedule import Assignment, EpochSchedule
@@ -23,6 +24,7 @@ __all__ = [
     "InMemoryMapSource",
     "InMemoryTimingSink",
     "JobShape",
+    "MapAgreement",
     "MapSource",
     "ShardLoader",
     "ShardSenseRuntime",

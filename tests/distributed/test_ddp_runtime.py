@@ -103,4 +103,4 @@ def test_compute_time_is_each_ranks_own_busy_time_not_the_allreduce_wait(runs):
     busy = [statistics.median(res["grad"]["compute_s"]) for res in runs["main"]]
     assert len(runs["main"][0]["grad"]["compute_s"]) == 5
     assert busy[2] > 0.035, busy  # the straggler's 40 ms sleep is its own time
-    assert busy[0] < 0.02 and busy[1] < 0.02, busy  # not the 40 ms spent waiting for it
+    assert busy[0] < 0.03 and busy[1] < 0.03, busy  # not the 40 ms spent waiting for it
