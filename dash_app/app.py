@@ -167,15 +167,16 @@ def create_app(
     app.layout = _shell(console)
     renderers = {"/": live.layout, "/planner": planner.layout, "/sql": sql.layout}
     app.validation_layout = html.Div(  # type: ignore[assignment]
-        [_shell(console), *(render(console) for render in renderers.values())]
+        [_shell(console), *(render(console, settings.job_id) for render in renderers.values())]
     )
 
     @app.callback(
         Output("page", "children"),
         *(Output(f"nav-{name.lower()}", "className") for name in PAGES.values()),
         Input("url", "pathname"),
+        State("job", "value"),
     )
-    def route(pathname: str | None) -> tuple[Any, ...]:
+    def route(pathname: str | None, job: str | None) -> tuple[Any, ...]:
         path = pathname if pathname in renderers else "/"
         classes = ["active" if p == path else "" for p in PAGES]
         if pathname not in renderers and pathname is not None:
@@ -184,7 +185,7 @@ def create_app(
                 className="empty-state",
             )
             return (page, *classes)
-        return (renderers[path](console), *classes)
+        return (renderers[path](console, job or settings.job_id), *classes)
 
     @app.callback(
         Output("job", "options"),
@@ -193,15 +194,18 @@ def create_app(
         Input("url", "search"),
         State("job", "value"),
     )
-    def job_options(_: Any, search: str | None, current: str | None) -> tuple[list[str], str]:
-        """Jobs present in ClickHouse, plus the configured one; ``?job=`` in the URL selects."""
+    def job_options(_: Any, search: str | None, current: str | None) -> tuple[list[str], Any]:
+        """Jobs present in ClickHouse, plus the configured one; ``?job=`` in the URL selects.
+
+        The value is only sent when it changes, so the pages do not refresh for nothing.
+        """
         wanted = parse_qs((search or "").lstrip("?")).get("job", [None])[0]
         value = current or settings.job_id
         if wanted and dash.ctx.triggered_id != "jobs-interval":  # page load or navigation
             value = wanted
         present = queries.jobs(console.db)
         options = list(dict.fromkeys([value, settings.job_id, *present]))
-        return options, value
+        return options, (dash.no_update if value == current else value)
 
     live.register(app, console)
     planner.register(app, console)

@@ -44,7 +44,8 @@ def _color(worker: int) -> str:
     return PALETTE[int(worker) % len(PALETTE)]
 
 
-def layout(console: Console) -> html.Div:
+def layout(console: Console, job: str) -> html.Div:
+    """The page's frame; its refresh callback reads the job from the selector."""
     return html.Div(
         [
             dcc.Interval(id="live-interval", interval=console.settings.console_refresh_ms),

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["layout", "register"]
 
 
-def layout(console: Console) -> html.Div:
+def layout(console: Console, job: str) -> html.Div:
+    """The page's frame; its refresh callback reads the job from the selector."""
     return html.Div(
         [
             dcc.Interval(id="planner-interval", interval=5 * console.settings.console_refresh_ms),

@@ -105,7 +105,8 @@ def is_example(sql: str) -> bool:
     return any(p.match(sql) for p in _EXAMPLE_PATTERNS)
 
 
-def layout(console: Console) -> html.Div:
+def layout(console: Console, job: str) -> html.Div:
+    """The SQL page, its box holding the default example for ``job``."""
     s = console.settings
     limits = (f"read-only · one statement · time limit {s.console_sql_timeout_s} s · "
               f"row limit {s.console_sql_max_rows:,}")
@@ -120,7 +121,7 @@ def layout(console: Console) -> html.Div:
                     ),
                     html.Div(
                         dcc.Textarea(
-                            id="sql-input", value=example_sql(_DEFAULT, s.job_id),
+                            id="sql-input", value=example_sql(_DEFAULT, job),
                             style={"height": "170px"}, spellCheck=False,
                         ),
                         className="sql-box",
@@ -207,6 +208,7 @@ def register(app: dash.Dash, console: Console) -> None:
         Input("sql-example", "value"),
         Input("job", "value"),
         State("sql-input", "value"),
+        prevent_initial_call=True,  # the layout already holds the example for the job
     )
     def fill(title: str | None, job: str | None, current: str | None) -> Any:
         """Load the chosen example for the job; a job change keeps a query the user wrote."""
