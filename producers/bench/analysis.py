@@ -107,8 +107,10 @@ def analyse(scenario: Scenario, runs: dict[str, dict[str, Any]],
                      "epoch_s": float(series.mean()) * per_epoch,
                      "vs_clairvoyant": window_ratio(series, oracles["clairvoyant"]),
                      "vs_persistent": window_ratio(series, oracles["persistent"])})
+    injected = window_ratio(critical_path(static["batch_sizes"], d), clairvoyant(d, batch))
     return {
         "scenario": scenario.name, "title": scenario.title, "steps": steps,
+        "static_injected_vs_clairvoyant": injected,
         "onset": scenario.onset if scenario.straggler is not None else None,
         "overhead_ms": 1e3 * overhead, "steps_per_epoch": per_epoch, "rows": rows,
         "series": {"clairvoyant": oracles["clairvoyant"].tolist(),

@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a short run for smoke tests")
     p.add_argument("--base-delay-ms", type=float, default=3.0,
                    help="injected work per sample of an unslowed rank (default 3 ms)")
-    p.add_argument("--timing", choices=("busy", "loader"), default="busy",
-                   help="what the predictor sees: the rank's own busy time (default) or the "
-                        "loader's compute_s, which includes the all-reduce wait")
+    p.add_argument("--timing", choices=("auto", "step"), default="auto",
+                   help="the runtime's compute_timing: 'auto' = each rank's busy time up to its "
+                        "gradient all-reduce (default); 'step' = next()-to-next(), which "
+                        "includes waiting for the slowest rank")
     p.add_argument("--sync-every", type=int, default=4,
                    help="the runtime's sync interval, also the planner's timing window "
                         "(default 4)")

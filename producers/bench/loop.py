@@ -11,82 +11,26 @@ more reproducible on a shared 2-core machine:
       -> ``InMemoryMapSource.publish`` -> the runtime's own sync point
          (rank 0 checks the map and broadcasts map + apply step to every rank).
 
-Why a busy-time probe: in synchronous DDP the loader's ``compute_s`` (time
-between two ``next()`` calls) includes waiting in the gradient all-reduce for
-the slowest rank, so every rank reports about the same time and a straggler is
-invisible. :class:`BusyProbe` stamps when this rank's gradients are ready to
-reduce (its comm hook is called), i.e. the rank's own work; the sink swaps it
-in for ``compute_s``. ``timing="loader"`` keeps the loader's value, to show
-the difference.
-
-No ``from __future__ import annotations`` here: DDP checks the comm hook's
-annotations by identity, and string annotations fail that check.
+Timing: with a DDP model attached, the runtime reports as ``compute_s`` the
+rank's busy time (until its last gradient bucket is ready), not the
+next()-to-next() time, in which every rank waits for the slowest in the
+all-reduce and a straggler is invisible; ``shardsense bench --timing step``
+measures with the latter, to show the difference.
 """
+
+from __future__ import annotations
 
 import math
 import statistics
 import time
-from collections.abc import Callable
-from typing import Any
-
-import torch
-import torch.distributed as dist
 
 from planner_service.policy import Decision, PlanPolicy, PolicyConfig
 from producers.memory import InMemoryMapSource
 from shardsense.events import Prediction, new_event_id
 
-__all__ = ["BenchSink", "BusyProbe", "EwmaPredictor", "HookTap", "InProcessPlanner"]
+__all__ = ["BenchSink", "EwmaPredictor", "InProcessPlanner"]
 
 Key = tuple[int, int]  # (epoch, step within the epoch), as the loader reports them
-
-
-class BusyProbe:
-    """Per step: when this rank started it and when its gradients were ready to reduce."""
-
-    def __init__(self) -> None:
-        self.current: Key = (0, 0)
-        self.start: dict[Key, float] = {}
-        self.ready: dict[Key, float] = {}
-
-    def begin(self, key: Key) -> None:
-        self.current = key
-        self.start[key] = time.perf_counter()
-
-    def mark(self) -> None:
-        """Called by the comm hook, once per gradient bucket; the last one wins."""
-        self.ready[self.current] = time.perf_counter()
-
-    def busy(self, key: Key) -> float | None:
-        if key in self.start and key in self.ready:
-            return self.ready.pop(key) - self.start.pop(key)
-        return None
-
-
-class HookTap:
-    """What ``runtime.attach`` sees instead of the DDP model: it taps the comm hook.
-
-    ``attach`` registers its weighted-mean hook through us; we register a
-    wrapper that stamps :class:`BusyProbe` and then runs the runtime's hook
-    unchanged (same state, so the runtime still sets the gradient weight).
-    """
-
-    def __init__(self, ddp: Any, probe: BusyProbe) -> None:
-        self._ddp = ddp
-        self._probe = probe
-        self.process_group = getattr(ddp, "process_group", None)
-
-    def register_comm_hook(self, state: Any, hook: Callable[..., Any]) -> None:
-        probe = self._probe
-
-        def tapped(
-            st: Any, bucket: dist.GradBucket
-        ) -> torch.futures.Future[torch.Tensor]:
-            probe.mark()
-            result: torch.futures.Future[torch.Tensor] = hook(st, bucket)
-            return result
-
-        self._ddp.register_comm_hook(state, tapped)
 
 
 class BenchSink:
@@ -96,30 +40,23 @@ class BenchSink:
     each step really ran with, for the report.
     """
 
-    def __init__(self, probe: BusyProbe, timing: str = "busy") -> None:
-        if timing not in ("busy", "loader"):
-            raise ValueError(f"timing must be 'busy' or 'loader', got {timing!r}")
-        self.probe = probe
-        self.timing = timing
+    def __init__(self) -> None:
         self.dropped = 0
-        self.window = [0.0, 0.0, 0.0]  # chosen seconds, loader seconds, samples
+        self.window = [0.0, 0.0]  # seconds (data wait + compute), samples
         self.versions: dict[Key, int] = {}
 
     def offer(
         self, epoch: int, step: int, samples: int, data_wait_s: float, compute_s: float,
         map_version: int, end_ts: float,
     ) -> None:
-        busy = self.probe.busy((epoch, step))
+        self.versions[(epoch, step)] = map_version
         if epoch == 0 and step == 0:
             return  # one-off costs (DDP's first backward builds its buckets), not speed
-        own = compute_s if busy is None or self.timing == "loader" else busy
-        self.window[0] += data_wait_s + own
-        self.window[1] += data_wait_s + compute_s
-        self.window[2] += samples
-        self.versions[(epoch, step)] = map_version
+        self.window[0] += data_wait_s + compute_s
+        self.window[1] += samples
 
     def drain(self) -> list[float]:
-        out, self.window = self.window, [0.0, 0.0, 0.0]
+        out, self.window = self.window, [0.0, 0.0]
         return out
 
     def close(self) -> None:

@@ -129,7 +129,7 @@ class BenchConfig:
     num_shards: int = 128
     sync_every: int = 4
     confirmations: int = 1
-    timing: str = "busy"
+    timing: str = "auto"
     policy_smoothing: float = 1.0
     lr: float = 0.1
     seed: int = 0

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from planner_service.policy import PolicyConfig
-from producers.bench.loop import BenchSink, BusyProbe, HookTap, InProcessPlanner
+from producers.bench.loop import BenchSink, InProcessPlanner
 from producers.bench.scenarios import BenchConfig, Scenario, catalogue
 from producers.engine import ShardSenseRuntime
 from producers.memory import InMemoryMapSource
@@ -150,19 +150,19 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any
     just before the sync point that reads it.
     """
     cfg = run.cfg
-    probe = BusyProbe()
-    sink = BenchSink(probe, cfg.timing)
+    sink = BenchSink()
     maps = InMemoryMapSource()
     runtime = ShardSenseRuntime(
         train, num_shards=cfg.num_shards, global_batch_size=cfg.global_batch, seed=cfg.seed,
         job_id="bench", sync_every=cfg.sync_every, sink=sink, maps=maps,
+        compute_timing=cfg.timing,
     )
-    runtime.attach(HookTap(run.ddp, probe))
+    runtime.attach(run.ddp)
     planner = (InProcessPlanner(maps, "bench", _policy_config(cfg, train))
                if run.rank == 0 else None)
     group = dist.new_group(backend="gloo")
     loader = runtime.get_dataloader()
-    gathered = [torch.zeros(3, dtype=torch.float64) for _ in range(world)]
+    gathered = [torch.zeros(2, dtype=torch.float64) for _ in range(world)]
     pending: tuple[Any, int] | None = None
     windows: list[dict[str, Any]] = []
     keys: list[tuple[int, int]] = []
@@ -173,16 +173,14 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any
         for x, y in loader:
             key = (epoch, runtime.step - 1)
             keys.append(key)
-            probe.begin(key)
             done = run.train(x, y, epoch)
             if pending is not None:
                 pending[0].wait()
                 rows = [g.tolist() for g in gathered]
                 if planner is not None:
-                    planner.on_window(pending[1], [r[0] for r in rows], [r[2] for r in rows])
-                    windows.append({"step": run.step, "busy_tps": [r[0] / max(r[2], 1)
-                                    for r in rows], "loader_tps": [r[1] / max(r[2], 1)
-                                    for r in rows]})
+                    planner.on_window(pending[1], [r[0] for r in rows], [r[1] for r in rows])
+                    windows.append({"step": run.step,
+                                    "tps": [r[0] / max(r[1], 1.0) for r in rows]})
                 pending = None
             if (key[1] + 2) % cfg.sync_every == 0 and not done:
                 window = torch.tensor(sink.drain(), dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""The bench's in-process loop pieces that need no process group: predictor, sink, planner."""
+"""The bench's in-process loop without a process group: predictor, sink, planner."""
 
 from __future__ import annotations
 
@@ -8,12 +8,7 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import TensorDataset  # noqa: E402
 
-from producers.bench.loop import (  # noqa: E402
-    BenchSink,
-    BusyProbe,
-    EwmaPredictor,
-    InProcessPlanner,
-)
+from producers.bench.loop import BenchSink, EwmaPredictor, InProcessPlanner  # noqa: E402
 from producers.bench.scenarios import BenchConfig  # noqa: E402
 from producers.bench.worker import _policy_config  # noqa: E402
 from producers.maps import JobShape, elastic_map  # noqa: E402
@@ -37,18 +32,13 @@ def test_predictor_averages_a_fast_square_wave_instead_of_chasing_it():
     assert all(1.2 < v < 1.8 for v in values)
 
 
-def test_sink_sums_windows_swaps_in_busy_time_and_skips_the_first_step():
-    probe = BusyProbe()
-    sink = BenchSink(probe)
+def test_sink_sums_windows_and_skips_the_first_step():
+    sink = BenchSink()
     for step in range(3):
-        probe.begin((0, step))
-        probe.ready[(0, step)] = probe.start[(0, step)] + 0.010  # 10 ms of own work
-        sink.offer(0, step, 16, 0.001, 0.050, 1, 0.0)  # loader saw 50 ms (all-reduce wait)
-    seconds, loader, samples = sink.drain()
-    assert samples == 32 and seconds == pytest.approx(0.022) and loader == pytest.approx(0.102)
-    assert sink.drain() == [0.0, 0.0, 0.0] and sink.versions[(0, 2)] == 1
-    with pytest.raises(ValueError):
-        BenchSink(probe, timing="wall")
+        sink.offer(0, step, 16, 0.001, 0.010, 1, 0.0)
+    seconds, samples = sink.drain()
+    assert samples == 32 and seconds == pytest.approx(0.022)
+    assert sink.drain() == [0.0, 0.0] and sink.versions[(0, 2)] == 1
 
 
 def test_planner_publishes_a_map_that_shrinks_the_slow_rank():
