@@ -1,7 +1,9 @@
 """What the console asks ClickHouse: SQL builders (pure) and one DataFrame per panel.
 
 Every query reads the deduplicated ``v_*`` views (FINAL), so a replayed Kafka
-message never counts twice, and binds the job id as a server-side parameter.
+message never counts twice (only ``max(end_ts)`` probes, which duplicates
+cannot change, read the plain table), and binds the job id as a server-side
+parameter.
 Time windows are relative to the job's newest row rather than to now(), so a
 finished job still shows its last minutes; only the rates (events/s) use now().
 

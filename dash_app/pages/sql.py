@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from dash import Input, Output, State, ctx, dash_table, dcc, html, no_update
@@ -30,6 +31,7 @@ __all__ = [
     "quick_chart",
     "register",
     "to_records",
+    "unique_names",
 ]
 
 #: Saved examples: title -> SQL with ``{job}`` standing for the quoted job id.
@@ -143,6 +145,20 @@ def layout(console: Console, job: str) -> html.Div:
     )
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made unique for the table (``SELECT 1, 1`` has two columns ``1``).
+
+    >>> unique_names(["1", "1", "a", "1"])
+    ['1', '1 (2)', 'a', '1 (3)']
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
 def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows a DataTable can show: arrays, maps and timestamps as text.
 
@@ -160,9 +176,22 @@ def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def _text(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    return str(value)
+    return str(_plain(value))
+
+
+def _plain(value: Any) -> Any:
+    """Python values for numpy scalars/arrays inside lists, tuples and dicts.
+
+    >>> str(_plain([np.uint8(1), np.array([2, 3])]))
+    '[1, [2, 3]]'
+    """
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _plain(value.tolist()) if isinstance(value, np.ndarray) else value.tolist()
+    return value
 
 
 def quick_chart(frame: pd.DataFrame) -> go.Figure:
@@ -239,10 +268,11 @@ def register(app: dash.Dash, console: Console) -> None:
             return _message(result, s.console_sql_max_rows, clicks), empty_figure(
                 "No result to chart.", height=300), ""
         frame = result.frame
+        frame.columns = unique_names([str(c) for c in frame.columns])
         grid = dash_table.DataTable(  # type: ignore[attr-defined]
             id="sql-table",
             columns=[{"name": str(c), "id": str(c)} for c in frame.columns],
-            data=to_records(frame.rename(columns=str)),
+            data=to_records(frame),
             page_size=25,
             sort_action="native",
             style_table={"overflowX": "auto"},

@@ -153,6 +153,11 @@ def test_sql_page_runs_a_query(page: Any, console: dict[str, Any]) -> None:
     page.wait_for_function(
         "n => document.querySelector('#sql-table').innerText.includes(n)", arg=str(count)
     )
+    # Arrays, maps and timestamps all reach the table as text.
+    status = _run_sql(page, "SELECT 1 AS one, [1, 2] AS arr, map('k', 'v') AS m, now64() AS t")
+    assert status.startswith("1 rows")
+    page.wait_for_function("() => document.querySelector('#sql-table').innerText"
+                           ".includes('[1, 2]')")
     _no_trouble(page)
 
 
