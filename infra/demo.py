@@ -23,12 +23,13 @@ from rich.table import Table
 
 from infra.stack import Stack
 from producers.mapfeed import KafkaMapSource
-from producers.simulate import SimulatedFleet, equal_split
+from producers.maps import JobShape, elastic_map, map_problem
+from producers.simulate import SimulatedFleet
 from producers.telemetry import KafkaTimingSink
 from shardsense.events import ShardMap
 from shardsense.settings import Settings
 
-__all__ = ["DemoConfig", "initial_map", "main", "summary"]
+__all__ = ["DemoConfig", "job_shape", "main", "summary"]
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,17 @@ class DemoConfig:
     steps_per_epoch: int = 100
     base_s_per_sample: float = 0.0002
     step_overhead_s: float = 0.002
+    #: The simulated data set is small (64 KiB shards, a 0.1 s warm-up): with the
+    #: planner's production defaults (8 MiB, 2 s) a 1.5 s epoch never pays a move.
+    planner_shard_bytes: int = 65_536
+    planner_warmup_ms: int = 100
+    planner_interval_ms: int = 1000
 
 
-def initial_map(settings: Settings, cfg: DemoConfig) -> ShardMap:
-    """Version 1: contiguous shard blocks and equal batch sizes (what rank 0 publishes)."""
-    counts = equal_split(cfg.num_shards, cfg.world_size)
-    starts = [sum(counts[:r]) for r in range(cfg.world_size)]
-    shards = [list(range(s, s + c)) for s, c in zip(starts, counts, strict=True)]
-    return ShardMap.build(
-        settings.job_id, 1, shards, equal_split(cfg.global_batch, cfg.world_size),
-        num_samples=cfg.global_batch * cfg.steps_per_epoch, worker_id=0,
-        reason="initial equal split (rank 0)",
-    )
+def job_shape(settings: Settings, cfg: DemoConfig) -> JobShape:
+    """The simulated job's geometry, which every map must fit."""
+    return JobShape(settings.job_id, cfg.global_batch * cfg.steps_per_epoch, cfg.num_shards,
+                    cfg.global_batch)
 
 
 def main(
@@ -71,6 +71,11 @@ def main(
     from stream_processors.service import default_hooks
 
     cfg = cfg or DemoConfig()
+    settings = settings.replace(
+        planner_shard_bytes=cfg.planner_shard_bytes,
+        planner_warmup_ms=cfg.planner_warmup_ms,
+        planner_interval_ms=cfg.planner_interval_ms,
+    )
     console = Console()
     stack = Stack(settings, tuple(x for x in services if x != "processor")).start()
     processor = maps = None
@@ -81,18 +86,18 @@ def main(
             app = create_app(settings, stack.client, default_hooks(settings, stack.client))
             processor = ProcessorThread(app, log_level="WARNING").start()
         maps = KafkaMapSource(settings)
-        found = maps.wait_for_initial(15.0)
-        if found is not None and found.world_size == cfg.world_size:
-            current = found
-        else:  # rank 0's job: a first map, or one for this world size after a restart
-            version = 1 if found is None else found.map_version + 1
-            current = ShardMap.build(**{**_fields(initial_map(settings, cfg)),
-                                        "map_version": version})
+        job = job_shape(settings, cfg)
+        current = maps.wait_for_initial(15.0)
+        if current is None or map_problem(current, job, cfg.world_size) is not None:
+            # rank 0's job, as in the runtime: a first map, or one that fits after a restart
+            version = 1 if current is None else current.map_version + 1
+            current = elastic_map(job, version, cfg.world_size, current,
+                                  reason="first map of the job (rank 0)")
             maps.publish(current)
         sinks = [KafkaTimingSink(settings, rank) for rank in range(cfg.world_size)]
         fleet = SimulatedFleet(cfg.world_size, cfg.slow_ranks, cfg.slowdown,
                                base_s_per_sample=cfg.base_s_per_sample)
-        rows = _train(console, fleet, sinks, maps, current, cfg, seconds)
+        rows = _train(console, job, fleet, sinks, maps, current, cfg, seconds)
         console.print(_epoch_table(rows, cfg))
         if stack.client is not None:
             console.print(summary(stack.client, settings.job_id))
@@ -109,16 +114,9 @@ def main(
         stack.stop()
 
 
-def _fields(m: ShardMap) -> dict[str, Any]:
-    return {
-        "job_id": m.job_id, "map_version": m.map_version, "shards": m.shards,
-        "batch_sizes": m.batch_sizes, "num_shards": m.num_shards, "num_samples": m.num_samples,
-        "worker_id": 0, "reason": m.reason,
-    }
-
-
 def _train(
     console: Console,
+    job: JobShape,
     fleet: SimulatedFleet,
     sinks: list[KafkaTimingSink],
     maps: KafkaMapSource,
@@ -138,7 +136,7 @@ def _train(
             for step in range(cfg.steps_per_epoch):
                 latest = maps.latest()
                 if (latest is not None and latest.map_version > current.map_version
-                        and latest.world_size == cfg.world_size):
+                        and map_problem(latest, job, cfg.world_size) is None):
                     current = latest
                 versions.add(current.map_version)
                 times = fleet.step_times(current.batch_sizes)

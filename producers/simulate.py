@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["SimulatedFleet", "equal_split"]
+__all__ = ["SimulatedFleet"]
 
 
 @dataclass
@@ -62,15 +62,3 @@ class SimulatedFleet:
             times.append(round(size * self.seconds_per_sample(rank) * noise, 9))
         self.step += 1
         return times
-
-
-def equal_split(total: int, parts: int) -> list[int]:
-    """``total`` split into ``parts`` integers differing by at most one.
-
-    >>> equal_split(10, 4)
-    [3, 3, 2, 2]
-    """
-    if parts < 1:
-        raise ValueError(f"parts must be >= 1, got {parts}")
-    base, extra = divmod(total, parts)
-    return [base + (1 if i < extra else 0) for i in range(parts)]
