@@ -31,7 +31,7 @@ demo: install
 up: install
 	$(BIN)/shardsense up
 
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: install

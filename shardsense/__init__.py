@@ -1,15 +1,58 @@
 """ShardSense: ends stragglers in synchronous data-parallel training.
 
-``from shardsense import ShardSenseRuntime`` works, but lazily: torch is an
-optional extra, and the processor, planner and console import this package
-without it.
+The public API, importable without torch (``ShardSenseRuntime`` loads torch
+lazily, on first access, because the processor, planner and console import
+this package without it)::
+
+    from shardsense import ShardSenseRuntime, Settings, TimingReport, ShardMap, decode
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ShardSenseRuntime"]
+from shardsense.errors import (
+    BrokerMissing,
+    ConfigError,
+    InvalidEvent,
+    InvalidShardMap,
+    MigrationError,
+    PortInUse,
+    ShardSenseError,
+    StackError,
+)
+from shardsense.events import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    Event,
+    Prediction,
+    ShardMap,
+    TimingReport,
+    decode,
+    encode,
+)
+from shardsense.settings import Settings
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BrokerMissing",
+    "ConfigError",
+    "DeadLetter",
+    "Event",
+    "InvalidEvent",
+    "InvalidShardMap",
+    "MigrationError",
+    "PortInUse",
+    "Prediction",
+    "Settings",
+    "ShardMap",
+    "ShardSenseError",
+    "ShardSenseRuntime",
+    "StackError",
+    "TimingReport",
+    "decode",
+    "encode",
+]
 
 
 def __getattr__(name: str) -> Any:
