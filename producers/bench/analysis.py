@@ -134,9 +134,11 @@ def goals(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ss = _row(by[name], "shardsense") if name in by else None
         v = ss["adapted_median_vs_clairvoyant"] if ss else None
         ok = None if v is None else bool(math.isfinite(v) and v <= 1.10)
-        add(f"{name}: ShardSense within 10% of the clairvoyant oracle once adapted "
-            "(median step)", v, ok, "not run" if ss is None else
+        shown = "not run" if ss is None else (
+            "never adapted" if v is None or not math.isfinite(v) else
             f"{v:.3f}x median, {ss['adapted_vs_clairvoyant']:.3f}x total")
+        add(f"{name}: ShardSense within 10% of the clairvoyant oracle once adapted "
+            "(median step)", v, ok, shown)
     ss = _row(by["onset-3x"], "shardsense") if "onset-3x" in by else None
     a = ss.get("adaptation_steps") if ss else None
     add("onset-3x: rebalanced within 20 steps of onset", a,

@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     with report.progress(cfg) as on_event:
         results = run_bench(cfg, on_event)
     scenarios = catalogue(cfg.world, cfg.steps, cfg.base_delay_s)
-    out = report.build(cfg, scenarios, results, argv=sys.argv if argv is None else
-                       ["shardsense", "bench", *argv], seconds=time.time() - started,
+    out = report.build(cfg, scenarios, results, argv=["shardsense", "bench",
+                       *(sys.argv[1:] if argv is None else argv)], seconds=time.time() - started,
                        pipeline=args.pipeline)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
