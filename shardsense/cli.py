@@ -32,17 +32,6 @@ def _service(target: str) -> Callable[[Settings, argparse.Namespace], int]:
     return run
 
 
-def _tool(target: str) -> Callable[[Settings, argparse.Namespace], int]:
-    """A subcommand that forwards its remaining argv to ``module:function(argv)``."""
-    module, func = target.split(":")
-
-    def run(settings: Settings, args: argparse.Namespace) -> int:
-        result: int = getattr(import_module(module), func)(args.rest)
-        return result
-
-    return run
-
-
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from infra.stack import SERVICES, up
 
@@ -89,30 +78,38 @@ def _settings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-#: name -> (help, runner, takes free-form tool args)
-COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int], bool]] = {
-    "up": ("run the embedded stack (broker, processor, planner, console)", _up, False),
+#: name -> (help, runner); each takes the settings flags
+COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
+    "up": ("run the embedded stack (broker, processor, planner, console)", _up),
     "processor": (
-        "run the stream processor alone", _service("stream_processors.service:main"), False
+        "run the stream processor alone", _service("stream_processors.service:main")
     ),
-    "planner": ("run the planner alone", _service("planner_service.service:main"), False),
-    "console": ("run the web console alone", _service("dash_app:main"), False),
-    "demo": ("stack + simulated workers, 2 of 8 lagging", _demo, False),
-    "migrate": ("apply the ClickHouse schema", _migrate, False),
-    "topics": ("create the Kafka topics on an external cluster", _topics, False),
-    "settings": ("print the configuration reference (Markdown)", _settings, False),
+    "planner": ("run the planner alone", _service("planner_service.service:main")),
+    "console": ("run the web console alone", _service("dash_app:main")),
+    "demo": ("stack + simulated workers, 2 of 8 lagging", _demo),
+    "migrate": ("apply the ClickHouse schema", _migrate),
+    "topics": ("create the Kafka topics on an external cluster", _topics),
+    "settings": ("print the configuration reference (Markdown)", _settings),
+}
+
+
+#: Tools with their own command lines: ``shardsense NAME ARGS...`` -> ``module:main(ARGS)``.
+TOOLS: dict[str, tuple[str, str]] = {
+    "bench": ("producers.bench:main", "real DDP training under stragglers vs oracles"),
+    "eval": ("stream_processors.evaluate:main", "forecasters and onset detection on traces"),
+    "throughput": ("stream_processors.throughput:main", "end-to-end timings/s and lag"),
+    "plan-bench": ("planner_service.bench:main", "plan quality and planning time"),
+    "overhead": ("producers.overhead_bench:main", "loader instrumentation overhead"),
+    "screenshots": ("dash_app.screenshots:main", "PNG of each console page"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shardsense", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, _, is_tool) in COMMANDS.items():
+    for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if is_tool:
-            p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the tool")
-        else:
-            Settings.add_arguments(p)
+        Settings.add_arguments(p)
         if name in ("up", "demo"):
             p.add_argument(
                 "--services", default="",
@@ -126,9 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:  # tools parse their own flags (e.g. bench --quick)
+        module, func = TOOLS[argv[0]][0].split(":")
+        result: int = getattr(import_module(module), func)(argv[1:])
+        return result
+    parser = build_parser()
+    parser.epilog = "tools (own --help): " + ", ".join(
+        f"{name} ({doc})" for name, (_, doc) in TOOLS.items()
+    )
+    args = parser.parse_args(argv)
     try:
-        settings = Settings.from_args(args) if not COMMANDS[args.command][2] else Settings()
+        settings = Settings.from_args(args)
     except ShardSenseError as exc:
         print(f"shardsense: configuration error: {exc}", file=sys.stderr)
         return 2
