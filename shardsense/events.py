@@ -200,7 +200,19 @@ class TimingReport(_Envelope):
 
 
 def _check_column(name: str, kind: type, col: list[Any]) -> None:
-    """Type, finiteness and sign of one timing column, with the first bad index."""
+    """Type, finiteness and sign of one timing column, with the first bad index.
+
+    The fast path (C-speed builtins: exact types, ``min``, a finite ``sum``)
+    accepts a valid column ~10x faster than the loop, which the processor pays
+    per timing; anything it does not accept goes through the loop below, which
+    finds and names the first bad value.
+    """
+    if col:
+        types = set(map(type, col))
+        if types <= ({int} if kind is int else {int, float}) and min(col) >= 0 and (
+            kind is int or math.isfinite(sum(col))
+        ):
+            return
     for i, x in enumerate(col):
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise InvalidEvent("bad_type", f"timings.{name}[{i}] must be a number")

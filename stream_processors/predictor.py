@@ -56,6 +56,19 @@ def _micros(seconds: float) -> int:
     return round(seconds * 1_000_000)
 
 
+def chunk_means(values: np.ndarray, points: int) -> np.ndarray:
+    """``values`` in order as at most ``points`` consecutive chunk means (one numpy call).
+
+    >>> chunk_means(np.arange(6.0), 3).tolist()
+    [0.5, 2.5, 4.5]
+    """
+    n = len(values)
+    if n <= points:
+        return values
+    starts = (np.arange(points) * n) // points
+    return np.add.reduceat(values, starts) / np.diff(np.append(starts, n))
+
+
 def prediction_id(report_event_id: str) -> str:
     """The prediction made after a report, the same on every replay of it.
 
@@ -97,6 +110,9 @@ class Predictor:
             )
         self.workers: dict[tuple[str, int], WorkerModel] = {}
         self.fleets: dict[str, FleetState] = {}
+        # Import River now (~1 s), not inside the first batch's processing.
+        make_forecaster(settings.processor_forecaster, self.xgb)
+        StragglerDetector()
 
     def _worker(self, job: str, worker: int) -> WorkerModel:
         wm = self.workers.get((job, worker))
@@ -138,8 +154,7 @@ class Predictor:
             tps, batch_tps = seen
             m = fleet.median(default=tps)
             if m > 0:
-                chunks = np.array_split(batch_tps, min(len(batch_tps), DETECT_POINTS))
-                wm.detector.update_many([float(c.mean()) / m for c in chunks])
+                wm.detector.update_many((chunk_means(batch_tps, DETECT_POINTS) / m).tolist())
             self._learn(wm, tps, m)
             fleet.set(r.worker_id, wm.stats.ewma)
             rows.append(wm.stats.row(r.job_id, r.worker_id, r.event_id, r.ts, tps,
@@ -266,18 +281,28 @@ class PredictionHook:
         started = time.perf_counter()
         rows, preds = self.predictor.update(reports)
         self.stats["update_s"] += time.perf_counter() - started
+        # Stored first, published second: a prediction the planner sees is in ClickHouse.
+        work = []
+        if rows:
+            work.append(_retry("worker_features insert", self.client.insert, "worker_features",
+                               feature_rows(rows), column_names=list(FEATURE_ROW_COLUMNS)))
+        if preds:
+            work.append(_retry("predictions insert", self.client.insert, "predictions",
+                               prediction_rows(preds), column_names=list(PREDICTION_COLUMNS)))
+        await asyncio.gather(*work)
         for p in preds:
             self.producer.produce(self.settings.topic_predictions, encode(p),
                                   key=timing_key(p.job_id, p.worker_id))
-        self.producer.poll(0)
-        if rows:
-            await _retry("worker_features insert", self.client.insert, "worker_features",
-                         feature_rows(rows), column_names=list(FEATURE_ROW_COLUMNS))
         if preds:
-            await _retry("predictions insert", self.client.insert, "predictions",
-                         prediction_rows(preds), column_names=list(PREDICTION_COLUMNS))
             left = await asyncio.to_thread(self.producer.flush, 30.0)
             if left:
                 log.warning("%d prediction messages still queued after 30s", left)
         self.stats["feature_rows"] += len(rows)
         self.stats["predictions"] += len(preds)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver queued predictions, drop the producer, stop the retrain thread."""
+        if self.producer is not None:
+            self.producer.flush(timeout)
+            self.producer = None  # its librdkafka threads end with it
+        self.predictor.close()

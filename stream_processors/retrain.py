@@ -141,6 +141,8 @@ class Retrainer:
 
     ``poll()`` is called from the event loop on every batch: it starts a retrain
     when one is due and returns a finished ``(version, booster)`` exactly once.
+    Retrains follow traffic: with no new reports there is nothing new to learn,
+    and a finished model is swapped in with the next batch.
     """
 
     def __init__(self, client: Any, job_id: str, model_dir: Path, every_s: float,
@@ -179,18 +181,20 @@ class Retrainer:
 
     def poll(self, now: float | None = None) -> tuple[int, Any] | None:
         now = time.monotonic() if now is None else now
+        finished = None
         fut = self._future
         if fut is not None and fut.done():
             self._future = None
             try:
-                return fut.result()
+                finished = fut.result()
             except Exception:
                 log.exception("xgboost retrain failed; keeping the current model")
-                return None
-        if fut is None and now >= self._next:
+        # The slot is free again: start the next retrain now if it is due, or a batch
+        # that only collected a skipped retrain would leave the next one to later traffic.
+        if self._future is None and now >= self._next:
             self._next = now + self.every_s
             self._future = self._pool.submit(self.train_now)
-        return None
+        return finished
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

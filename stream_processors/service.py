@@ -16,8 +16,18 @@ log = logging.getLogger(__name__)
 
 
 def default_hooks(settings: Settings, client: object) -> list[ReportHook]:
-    """The learning hooks (features, models, predictions) run after raw rows are stored."""
-    return []
+    """The learning hooks (features, models, predictions) run after raw rows are stored.
+
+    The predictor first replays recent ``worker_features`` history (warm start),
+    so a restarted processor resumes with trained models, not blank ones.
+    """
+    from stream_processors.predictor import PredictionHook, Predictor
+
+    predictor = Predictor(settings, client)
+    replayed = predictor.warm_start()
+    if replayed:
+        log.info("warm start: %d feature rows replayed into the models", replayed)
+    return [PredictionHook(settings, client, predictor=predictor)]
 
 
 def main(settings: Settings) -> int:

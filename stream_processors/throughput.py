@@ -1,0 +1,206 @@
+"""End-to-end throughput benchmark: producer -> Kafka -> processor -> rows in ClickHouse.
+
+Runs the real Faust processor (with the learning hook) against the embedded
+broker and an in-process chDB, unless ``--kafka-bootstrap``/``--clickhouse-url``
+point elsewhere. Two phases in one run:
+
+1. *capacity*: a backlog of ``--backlog`` timings is produced first, then the
+   processor starts; rows/s while it drains (its maximum rate here).
+2. *paced*: ``--rate`` timings/s for ``--seconds`` while the processor runs;
+   achieved rows/s and report -> row latency (``ingest_ts - report_ts``) p50/p99.
+
+Timings are packed ``--per-report`` to a message (the processor pays per message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+
+from shardsense.settings import Settings
+
+__all__ = ["main", "payloads"]
+
+
+def payloads(job: str, workers: int, per_report: int, seed: int = 0) -> list[bytes]:
+    """Per worker, the JSON of a ``timings`` object (pre-encoded: the producer must not
+    be what is measured). Each report still gets its own event id and timestamp."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for w in range(workers):
+        n = per_report
+        compute = (0.01 * (1 + 0.5 * (w == 0)) * rng.lognormal(0, 0.05, n)).round(6)
+        cols = {
+            "epoch": [0] * n, "step": list(range(n)), "samples": [32] * n,
+            "data_wait_s": (compute * 0.1).round(6).tolist(), "compute_s": compute.tolist(),
+            "map_version": [1] * n, "end_ts": [1.7e9 + i * 0.01 for i in range(n)],
+        }
+        out.append(json.dumps(cols, separators=(",", ":")).encode())
+    return out
+
+
+def _message(job: str, worker: int, timings_json: bytes) -> bytes:
+    head = (f'{{"v":1,"kind":"timing_report","job_id":"{job}","worker_id":{worker},'
+            f'"event_id":"{uuid.uuid4().hex}","ts":{time.time():.6f},"host":"bench","timings":')
+    return head.encode() + timings_json + b"}"
+
+
+def _produce(settings: Settings, bodies: list[bytes], total: int, rate: float) -> int:
+    """Produce ``total`` timings (rate-limited if ``rate`` > 0); returns messages sent."""
+    from confluent_kafka import Producer
+
+    from shardsense.kafka import producer_config
+    from shardsense.topics import timing_key
+
+    producer = Producer(producer_config(settings, **{"linger.ms": 5}))
+    per = len(json.loads(bodies[0])["step"])
+    messages = total // per
+    start = time.perf_counter()
+    for i in range(messages):
+        if rate > 0:
+            due = start + i * per / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        w = i % len(bodies)
+        while True:
+            try:
+                producer.produce(settings.topic_timings, _message(settings.job_id, w, bodies[w]),
+                                 key=timing_key(settings.job_id, w))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+    return messages
+
+
+def _count(client: Any, job: str) -> int:
+    return int(client.query("SELECT count() FROM batch_timings WHERE job_id = {j:String}",
+                            parameters={"j": job}).result_rows[0][0])
+
+
+def _wait_rows(client: Any, job: str, expected: int, timeout: float) -> float:
+    """Seconds until ``expected`` rows are in (raw table; dedup checked at the end)."""
+    start = time.perf_counter()
+    while _count(client, job) < expected:
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"only {_count(client, job)} of {expected} rows after {timeout}s")
+        time.sleep(0.05)
+    return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m stream_processors.throughput",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--backlog", type=int, default=1_000_000, help="timings for phase 1")
+    p.add_argument("--rate", type=float, default=100_000, help="timings/s for phase 2")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of phase 2")
+    p.add_argument("--per-report", type=int, default=2000)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--kafka-bootstrap", default="")
+    p.add_argument("--clickhouse-url", default="")
+    args = p.parse_args(argv)
+
+    from infra.migrations import apply_schema
+    from shardsense.clickhouse import connect
+    from shardsense.kafka import create_topics
+    from stream_processors.app import ProcessorThread, create_app
+    from stream_processors.service import default_hooks
+
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="shardsense-bench-"))
+        bootstrap = args.kafka_bootstrap
+        if not bootstrap:
+            from infra.broker import EmbeddedBroker, free_port
+
+            bootstrap = stack.enter_context(EmbeddedBroker(free_port())).bootstrap
+        tag = uuid.uuid4().hex[:8]
+        settings = Settings.from_env(
+            {}, kafka_bootstrap=bootstrap, data_dir=tmp,
+            clickhouse_url=args.clickhouse_url or f"chdb://{tmp}/ch", job_id=f"bench-{tag}",
+            topic_timings=f"bench-{tag}.timings", topic_predictions=f"bench-{tag}.predictions",
+            topic_shard_maps=f"bench-{tag}.maps", topic_dead_letters=f"bench-{tag}.dead",
+            topic_partitions=args.partitions, processor_retrain_s=0,
+        )
+        create_topics(settings)
+        client = connect(settings.resolved_clickhouse_url)
+        apply_schema(client)
+        bodies = payloads(settings.job_id, args.workers, args.per_report)
+
+        hooks = default_hooks(settings, client)
+        app = create_app(settings, client, hooks)
+        proc = ProcessorThread(app).start()
+        # The ranks' producers are other processes: so are these (no shared GIL).
+        ctx = multiprocessing.get_context("spawn")
+
+        def produce(total: int, rate: float) -> float:
+            started = time.perf_counter()
+            child = ctx.Process(target=_produce, args=(settings, bodies, total, rate))
+            child.start()
+            child.join()
+            return started
+
+        try:
+            produce(args.per_report, 0)  # warm-up: group joined, models imported
+            _wait_rows(client, settings.job_id, args.per_report, timeout=120)
+            base = _count(client, settings.job_id)
+            backlog = args.backlog // args.per_report * args.per_report
+            t0 = produce(backlog, 0)
+            _wait_rows(client, settings.job_id, base + backlog, timeout=600)
+            burst_s = time.perf_counter() - t0
+            capacity = backlog / burst_s
+            print(f"capacity: {backlog:,} timings produced unthrottled -> rows in "
+                  f"{burst_s:.1f}s = {capacity:,.0f} timings/s end-to-end")
+            mark = time.time()
+            paced = int(args.rate * args.seconds) // args.per_report * args.per_report
+            t0 = produce(paced, args.rate)
+            _wait_rows(client, settings.job_id, base + backlog + paced, timeout=300)
+            elapsed = time.perf_counter() - t0
+        finally:
+            proc.stop()
+            for h in hooks:
+                getattr(h, "close", lambda: None)()
+        lat = client.query(
+            "SELECT quantile(0.5)(d), quantile(0.99)(d), max(d), count() FROM ("
+            " SELECT toFloat64(ingest_ts) - toFloat64(report_ts) AS d FROM batch_timings"
+            " WHERE job_id = {j:String} AND report_ts >= fromUnixTimestamp64Micro({m:Int64}))",
+            parameters={"j": settings.job_id, "m": int(mark * 1e6)},
+        ).result_rows[0]
+        dedup = client.query(
+            "SELECT count(), uniqExact(event_id, seq) FROM v_batch_timings"
+            " WHERE job_id = {j:String}",
+            parameters={"j": settings.job_id}).result_rows[0]
+        features = client.query(
+            "SELECT count() FROM v_worker_features WHERE job_id = {j:String}",
+            parameters={"j": settings.job_id}).result_rows[0][0]
+        stats: dict[str, Any] = getattr(app, "shardsense_stats", {})
+        hook_s = sum(getattr(h, "stats", {}).get("update_s", 0.0) for h in hooks)
+        print(f"paced: {paced:,} timings offered at {args.rate:,.0f}/s, all rows in after "
+              f"{elapsed:.1f}s = {paced / elapsed:,.0f} timings/s end-to-end")
+        print(f"report->row latency (paced phase, {lat[3]:,} rows): p50 {lat[0]:.3f}s "
+              f"p99 {lat[1]:.3f}s max {lat[2]:.3f}s")
+        print(f"rows: {dedup[0]:,} deduplicated timings ({dedup[1]:,} unique ids), "
+              f"{features:,} feature rows; processor stats {stats}; "
+              f"predictor CPU {hook_s:.2f}s")
+        ok = capacity >= 100_000 and lat[1] < 1.0
+        import os
+
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
+              "(other processes share these cores)")
+        print(f"goal (>= 100,000 timings/s, p99 < 1 s): {'met' if ok else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
