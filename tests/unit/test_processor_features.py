@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream_processors.drift import StragglerDetector
-from stream_processors.evaluate import detection, make_trace, progressive
+from stream_processors.evaluate import detection, make_fleet, make_trace, progressive
 from stream_processors.features import (
     FEATURE_NAMES,
     FleetState,
@@ -94,6 +94,23 @@ def test_detector_flags_a_step_quickly_and_not_noise() -> None:
     assert not any(d.update(float(v)) for v in noise)
     delays = [i for i, v in enumerate(1.5 * rng.lognormal(0, 0.08, 50)) if d.update(float(v))]
     assert delays and delays[0] < 5 and d.straggler
+
+
+def test_detector_measures_onset_against_the_workers_own_baseline() -> None:
+    """A worker 20% faster than the fleet that slows 1.5x is only 1.2x the fleet
+    median, but it is a 1.5x change: flagged as fast as a median worker would be."""
+    rng = np.random.default_rng(3)
+    d = StragglerDetector()
+    assert not any(d.update(float(v)) for v in 0.8 * rng.lognormal(0, 0.05, 500))
+    onset = [i for i, v in enumerate(1.2 * rng.lognormal(0, 0.05, 20)) if d.update(float(v))]
+    assert onset and onset[0] <= 3
+
+
+def test_leak_family_is_learnable_structure() -> None:
+    level, noise = make_fleet("leak", 1, ticks=800, workers=4)  # 3 of 4 leak
+    scores = progressive(level * noise, warmup=200, retrain_every=200, clean=level)
+    assert scores.mae_us("hybrid") < 0.9 * scores.mae_us("ewma")
+    assert scores.mae_us("oracle") < scores.mae_us("hybrid")
 
 
 def test_detector_ignores_single_spikes() -> None:
