@@ -217,6 +217,13 @@ class Settings:
         metadata=_doc("A worker whose recent slowdown vs the fleet median is at least this "
                       "(%) stays flagged as a straggler after its onset alarm.", minimum=100),
     )
+    processor_fetch_wait_ms: int = field(
+        default=100,
+        metadata=_doc("Longest a processor fetch waits at the broker for data (ms). Faust "
+                      "fixes 1500; a broker that answers only when this expires (the "
+                      "embedded one) adds half of it to every report's latency.",
+                      minimum=1, maximum=5000),
+    )
     kafka_options: Mapping[str, str] = field(
         default_factory=dict,
         metadata=_doc("Extra librdkafka properties (SASL/SSL), passed through unchanged."),
@@ -414,6 +421,8 @@ def _check(f: dataclasses.Field[Any], value: Any) -> None:
         raise ConfigError(name, f"port must be 1..65535, got {value}")
     if "minimum" in meta and value < meta["minimum"]:
         raise ConfigError(name, f"must be >= {meta['minimum']}, got {value}")
+    if "maximum" in meta and value > meta["maximum"]:
+        raise ConfigError(name, f"must be <= {meta['maximum']}, got {value}")
     if meta.get("ident") and not _ID.match(value):
         raise ConfigError(name, f"must match {_ID.pattern}, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:

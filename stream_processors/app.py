@@ -25,11 +25,11 @@ from shardsense.events import TimingReport, encode
 from shardsense.settings import Settings
 from stream_processors.ingest import (
     DEAD_LETTER_COLUMNS,
-    TIMING_ROW_COLUMNS,
     dead_letter_rows,
     route,
-    timing_rows,
+    timing_table,
 )
+from stream_processors.transport import Transport
 
 __all__ = ["ReportHook", "create_app", "run_worker"]
 
@@ -79,9 +79,13 @@ def create_app(
         producer_max_request_size=max(settings.max_event_bytes + 4096, 1_000_000),
         consumer_max_fetch_size=max(settings.max_event_bytes * 4, 4_194_304),
     )
+    # Before the first topic: topics reach the transport through the conductor.
+    app.transport = Transport(app.conf.broker_consumer, app,
+                              fetch_wait_ms=settings.processor_fetch_wait_ms)
     timings = app.topic(settings.topic_timings, value_type=bytes, value_serializer="raw")
     dead_topic = app.topic(settings.topic_dead_letters, value_type=bytes, value_serializer="raw")
-    stats = {"reports": 0, "timings": 0, "dead": 0}
+    stats: dict[str, float] = {"batches": 0, "reports": 0, "timings": 0, "dead": 0,
+                               "route_s": 0.0, "store_s": 0.0, "hooks_s": 0.0}
     app.shardsense_stats = stats  # type: ignore[attr-defined]
 
     @app.agent(timings, name="ingest")
@@ -90,10 +94,12 @@ def create_app(
             BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S
         )
         async for events in batches:
+            started = time.perf_counter()
             payloads = [(e.message.value, e.message.partition, e.message.offset) for e in events]
             routed = route(
                 payloads, topic=settings.topic_timings, max_bytes=settings.max_event_bytes
             )
+            routed_at = time.perf_counter()
             if routed.dead:
                 futures = [
                     await dead_topic.send(key=d.job_id.encode(), value=encode(d))
@@ -110,16 +116,18 @@ def create_app(
                         d.source_offset, d.code, d.reason,
                     )
             if routed.reports:
-                await _retry(
-                    "timings insert", client.insert, "batch_timings",
-                    timing_rows(routed.reports), column_names=list(TIMING_ROW_COLUMNS),
-                    column_oriented=True,
-                )
+                await _retry("timings insert", client.insert_arrow, "batch_timings",
+                             timing_table(routed.reports))
+                stored_at = time.perf_counter()
+                stats["store_s"] += stored_at - routed_at
                 for hook in hooks:
                     try:
                         await hook(routed.reports)
                     except Exception:
                         log.exception("report hook %r failed; raw timings are stored", hook)
+                stats["hooks_s"] += time.perf_counter() - stored_at
+            stats["route_s"] += routed_at - started
+            stats["batches"] += 1
             stats["reports"] += len(routed.reports)
             stats["timings"] += sum(len(r) for r in routed.reports)
             stats["dead"] += len(routed.dead)

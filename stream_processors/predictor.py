@@ -273,14 +273,16 @@ class PredictionHook:
 
             producer = Producer(producer_config(settings))
         self.producer = producer
-        self.stats = {"feature_rows": 0, "predictions": 0, "update_s": 0.0}
+        self.stats = {"feature_rows": 0, "predictions": 0, "update_s": 0.0, "store_s": 0.0,
+                      "publish_s": 0.0}
 
     async def __call__(self, reports: list[TimingReport]) -> None:
         from stream_processors.app import _retry  # the agent's own retry-forever policy
 
         started = time.perf_counter()
         rows, preds = self.predictor.update(reports)
-        self.stats["update_s"] += time.perf_counter() - started
+        updated = time.perf_counter()
+        self.stats["update_s"] += updated - started
         # Stored first, published second: a prediction the planner sees is in ClickHouse.
         work = []
         if rows:
@@ -290,6 +292,8 @@ class PredictionHook:
             work.append(_retry("predictions insert", self.client.insert, "predictions",
                                prediction_rows(preds), column_names=list(PREDICTION_COLUMNS)))
         await asyncio.gather(*work)
+        stored = time.perf_counter()
+        self.stats["store_s"] += stored - updated
         for p in preds:
             self.producer.produce(self.settings.topic_predictions, encode(p),
                                   key=timing_key(p.job_id, p.worker_id))
@@ -297,6 +301,7 @@ class PredictionHook:
             left = await asyncio.to_thread(self.producer.flush, 30.0)
             if left:
                 log.warning("%d prediction messages still queued after 30s", left)
+        self.stats["publish_s"] += time.perf_counter() - stored
         self.stats["feature_rows"] += len(rows)
         self.stats["predictions"] += len(preds)
 

@@ -66,6 +66,13 @@ def _produce(settings: Settings, bodies: list[bytes], total: int, rate: float) -
     messages = total // per
     start = time.perf_counter()
     for i in range(messages):
+        if i == 1 and rate > 0:
+            # A fresh idempotent producer's first delivery waits ~0.5 s for its
+            # producer id (embedded broker); a trainer pays that once at start-up.
+            # Pace from here, so the ~25 reports queued behind it in the first
+            # half second are not what the latency percentiles measure.
+            producer.flush(30)
+            start = time.perf_counter() - per / rate
         if rate > 0:
             due = start + i * per / rate
             delay = due - time.perf_counter()
@@ -97,6 +104,19 @@ def _wait_rows(client: Any, job: str, expected: int, timeout: float) -> float:
             raise TimeoutError(f"only {_count(client, job)} of {expected} rows after {timeout}s")
         time.sleep(0.05)
     return time.perf_counter() - start
+
+
+def _stages(stats: dict[str, float], hook_stats: list[dict[str, float]]) -> str:
+    """Where the processor's time went, per batch, from its own counters."""
+    n = max(stats.get("batches", 0), 1)
+    parts = [f"{stats.get('batches', 0):.0f} batches of {stats.get('timings', 0) / n:,.0f} "
+             f"timings; per batch: route {1e3 * stats.get('route_s', 0) / n:.1f} ms, "
+             f"store {1e3 * stats.get('store_s', 0) / n:.1f} ms, "
+             f"hooks {1e3 * stats.get('hooks_s', 0) / n:.1f} ms"]
+    for hs in hook_stats:
+        parts.append(" + ".join(f"{k[:-2]} {1e3 * v / n:.1f} ms" for k, v in hs.items()
+                                if k.endswith("_s")))
+    return " (".join(parts) + ")" * (len(parts) - 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,9 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for h in hooks:
                 getattr(h, "close", lambda: None)()
         lat = client.query(
-            "SELECT quantile(0.5)(d), quantile(0.99)(d), max(d), count() FROM ("
-            " SELECT toFloat64(ingest_ts) - toFloat64(report_ts) AS d FROM batch_timings"
-            " WHERE job_id = {j:String} AND report_ts >= fromUnixTimestamp64Micro({m:Int64}))",
+            "SELECT quantile(0.5)(d), quantile(0.99)(d), max(d), count(),"
+            " toFloat64(max(ingest_ts)) - toFloat64(min(report_ts)) FROM ("
+            " SELECT toFloat64(ingest_ts) - toFloat64(report_ts) AS d, ingest_ts, report_ts"
+            " FROM batch_timings WHERE job_id = {j:String} AND report_ts >"
+            # the first report waits for the producer's id (see _produce): skip it
+            "  (SELECT min(report_ts) FROM batch_timings WHERE job_id = {j:String}"
+            "   AND report_ts >= fromUnixTimestamp64Micro({m:Int64})))",
             parameters={"j": settings.job_id, "m": int(mark * 1e6)},
         ).result_rows[0]
         dedup = client.query(
@@ -185,20 +209,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "SELECT count() FROM v_worker_features WHERE job_id = {j:String}",
             parameters={"j": settings.job_id}).result_rows[0][0]
         stats: dict[str, Any] = getattr(app, "shardsense_stats", {})
-        hook_s = sum(getattr(h, "stats", {}).get("update_s", 0.0) for h in hooks)
-        print(f"paced: {paced:,} timings offered at {args.rate:,.0f}/s, all rows in after "
-              f"{elapsed:.1f}s = {paced / elapsed:,.0f} timings/s end-to-end")
-        print(f"report->row latency (paced phase, {lat[3]:,} rows): p50 {lat[0]:.3f}s "
+        hook_stats = [getattr(h, "stats", {}) for h in hooks]
+        print(f"paced: {paced:,} timings offered at {args.rate:,.0f}/s: second report sent -> "
+              f"last row in {lat[4]:.1f}s = {lat[3] / lat[4]:,.0f} timings/s end-to-end "
+              f"({elapsed:.1f}s with the producer's start)")
+        print(f"report->row latency (paced phase after its first report, {lat[3]:,} rows): "
+              f"p50 {lat[0]:.3f}s "
               f"p99 {lat[1]:.3f}s max {lat[2]:.3f}s")
         print(f"rows: {dedup[0]:,} deduplicated timings ({dedup[1]:,} unique ids), "
-              f"{features:,} feature rows; processor stats {stats}; "
-              f"predictor CPU {hook_s:.2f}s")
-        ok = capacity >= 100_000 and lat[1] < 1.0
+              f"{features:,} feature rows")
+        print("processor: " + _stages(stats, hook_stats))
+        ok = capacity >= 100_000 and lat[3] / lat[4] >= 0.95 * args.rate and lat[1] < 1.0
         import os
 
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
               "(other processes share these cores)")
-        print(f"goal (>= 100,000 timings/s, p99 < 1 s): {'met' if ok else 'MISSED'}")
+        print(f"goal (capacity >= 100,000 timings/s, paced rate kept up, p99 < 1 s): "
+              f"{'met' if ok else 'MISSED'}")
     return 0
 
 
