@@ -6,7 +6,8 @@ payload is decoded by the shared contract (``ingest.route``): bad ones go to
 the dead-letter topic and table with reason and source offset; good ones are
 written to ``batch_timings`` and handed to the hooks (features, models,
 predictions). Offsets are acknowledged only after the batch is written
-(at-least-once); ClickHouse's ReplacingMergeTree removes replays.
+(at-least-once), also when a stop interrupts a batch; ClickHouse's
+ReplacingMergeTree removes replays.
 """
 
 from __future__ import annotations
@@ -94,43 +95,56 @@ def create_app(
             BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S
         )
         async for events in batches:
-            started = time.perf_counter()
-            payloads = [(e.message.value, e.message.partition, e.message.offset) for e in events]
-            routed = route(
-                payloads, topic=settings.topic_timings, max_bytes=settings.max_event_bytes
+            try:
+                await process(events)
+            except BaseException:
+                # take_events acks the batch in a `finally`, even when a stop cancels
+                # us mid-batch (tests/integration/test_processor_stop.py). Marking a
+                # message acked without the consumer's final-ack bookkeeping makes
+                # that ack a no-op: its offset is never committed, it is replayed.
+                for e in events:
+                    e.message.acked = True
+                raise
+
+    async def process(events: list[Any]) -> None:
+        """Route, store and hand on one batch; returns only when it is stored."""
+        started = time.perf_counter()
+        payloads = [(e.message.value, e.message.partition, e.message.offset) for e in events]
+        routed = route(
+            payloads, topic=settings.topic_timings, max_bytes=settings.max_event_bytes
+        )
+        routed_at = time.perf_counter()
+        if routed.dead:
+            futures = [
+                await dead_topic.send(key=d.job_id.encode(), value=encode(d))
+                for d in routed.dead
+            ]
+            await asyncio.gather(*futures)
+            await _retry(
+                "dead-letter insert", client.insert, "dead_letters",
+                dead_letter_rows(routed.dead), column_names=list(DEAD_LETTER_COLUMNS),
             )
-            routed_at = time.perf_counter()
-            if routed.dead:
-                futures = [
-                    await dead_topic.send(key=d.job_id.encode(), value=encode(d))
-                    for d in routed.dead
-                ]
-                await asyncio.gather(*futures)
-                await _retry(
-                    "dead-letter insert", client.insert, "dead_letters",
-                    dead_letter_rows(routed.dead), column_names=list(DEAD_LETTER_COLUMNS),
+            for d in routed.dead:
+                log.warning(
+                    "dead letter %s:%s@%s %s: %s", d.source_topic, d.source_partition,
+                    d.source_offset, d.code, d.reason,
                 )
-                for d in routed.dead:
-                    log.warning(
-                        "dead letter %s:%s@%s %s: %s", d.source_topic, d.source_partition,
-                        d.source_offset, d.code, d.reason,
-                    )
-            if routed.reports:
-                await _retry("timings insert", client.insert_arrow, "batch_timings",
-                             timing_table(routed.reports))
-                stored_at = time.perf_counter()
-                stats["store_s"] += stored_at - routed_at
-                for hook in hooks:
-                    try:
-                        await hook(routed.reports)
-                    except Exception:
-                        log.exception("report hook %r failed; raw timings are stored", hook)
-                stats["hooks_s"] += time.perf_counter() - stored_at
-            stats["route_s"] += routed_at - started
-            stats["batches"] += 1
-            stats["reports"] += len(routed.reports)
-            stats["timings"] += sum(len(r) for r in routed.reports)
-            stats["dead"] += len(routed.dead)
+        if routed.reports:
+            await _retry("timings insert", client.insert_arrow, "batch_timings",
+                         timing_table(routed.reports))
+            stored_at = time.perf_counter()
+            stats["store_s"] += stored_at - routed_at
+            for hook in hooks:
+                try:
+                    await hook(routed.reports)
+                except Exception:
+                    log.exception("report hook %r failed; raw timings are stored", hook)
+            stats["hooks_s"] += time.perf_counter() - stored_at
+        stats["route_s"] += routed_at - started
+        stats["batches"] += 1
+        stats["reports"] += len(routed.reports)
+        stats["timings"] += sum(len(r) for r in routed.reports)
+        stats["dead"] += len(routed.dead)
 
     return app
 

@@ -1,0 +1,87 @@
+"""A processor stopped while its inserts keep failing must not commit the batch.
+
+Faust's ``take_events`` acknowledges a batch in a ``finally``, so a stop that
+cancels the agent mid-batch would commit offsets of reports never written. The
+agent marks an interrupted batch's messages so that this ack commits nothing
+(real broker and chDB; the fault is injected on the client's insert).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from shardsense.clickhouse import connect
+from shardsense.kafka import consumer_config
+from shardsense.settings import Settings
+from stream_processors.app import ProcessorThread, create_app
+from tests.integration.test_processor_learning import fleet_reports, produce
+
+pytestmark = pytest.mark.integration
+
+
+class FailingInserts:
+    """The real client, whose inserts fail while ``broken`` is set (ClickHouse down)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.broken = True
+        self.attempts = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def _insert(self, fn: str, *args: Any, **kwargs: Any) -> Any:
+        if self.broken:
+            self.attempts.set()
+            raise ConnectionError("injected: ClickHouse is down")
+        return getattr(self.client, fn)(*args, **kwargs)
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        return self._insert("insert", *args, **kwargs)
+
+    def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+        return self._insert("insert_arrow", *args, **kwargs)
+
+
+def committed(settings: Settings) -> int:
+    group = f"shardsense-processor.{settings.topic_timings}"
+    consumer = Consumer(consumer_config(settings, group))
+    try:
+        parts = [TopicPartition(settings.topic_timings, p)
+                 for p in range(settings.topic_partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+    finally:
+        consumer.close()
+
+
+def test_stop_during_failing_inserts_commits_nothing_then_restart_stores_all(
+    settings: Settings,
+) -> None:
+    client = FailingInserts(connect(settings.resolved_clickhouse_url))
+    reports = fleet_reports(settings.job_id, rounds=10)
+    produce(settings, reports)
+    proc = ProcessorThread(create_app(settings, client)).start()
+    try:
+        assert client.attempts.wait(30), "the processor never tried to insert"
+        time.sleep(1.0)  # a few retries
+    finally:
+        proc.stop()
+    assert committed(settings) == 0, "a batch that was never stored was committed"
+
+    client.broken = False  # ClickHouse is back: a restart stores every report once
+    proc = ProcessorThread(create_app(settings, client)).start()
+    try:
+        deadline = time.monotonic() + 30
+        while committed(settings) < len(reports) and time.monotonic() < deadline:
+            time.sleep(0.3)
+    finally:
+        proc.stop()
+    assert committed(settings) == len(reports)
+    rows = client.query("SELECT count(), uniqExact(event_id, seq) FROM v_batch_timings"
+                        " WHERE job_id = {j:String}", parameters={"j": settings.job_id})
+    assert rows.result_rows[0] == (10 * len(reports), 10 * len(reports))
