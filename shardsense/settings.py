@@ -194,7 +194,8 @@ class Settings:
     processor_forecaster: str = field(
         default="auto",
         metadata=_doc(
-            "Served forecaster per worker: 'auto' (lowest recent error of ewma/river/hybrid), "
+            "Served forecaster per worker: 'auto' (lowest recent error of "
+            "ewma/river/hybrid/xgboost), "
             "'hybrid' (XGBoost + River residual), 'river', 'xgboost', 'ewma' or 'last'.",
             choices=("auto", "hybrid", "river", "xgboost", "ewma", "last"),
         ),

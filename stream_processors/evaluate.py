@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append((family, total))
     for path in args.traces:
         try:
-            rows.append((f"recorded:{path}", progressive(load_recorded(path),
+            rows.append((f"rec:{Path(path).stem}", progressive(load_recorded(path),
                                                          retrain_every=args.retrain_every)))
         except (OSError, KeyError, ValueError) as exc:
             console.print(f"[yellow]skipped recorded trace {path}: {exc}[/]")

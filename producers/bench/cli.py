@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="docs/bench",
                    help="where results.json, results.md and bench.png go (default docs/bench)")
     p.add_argument("--quick", action="store_true", help="a short run for smoke tests")
+    p.add_argument("--traces", default="",
+                   help="also write each run's per-rank batch timings as CSV to this folder "
+                        "(input of shardsense eval --traces)")
     p.add_argument("--base-delay-ms", type=float, default=3.0,
                    help="injected work per sample of an unslowed rank (default 3 ms)")
     p.add_argument("--timing", choices=("auto", "step"), default="auto",
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         readme = Path(args.readme)
         rel = os.path.relpath(out_dir / "bench.png", readme.parent.resolve())
         print(report.update_readme(readme, report.markdown(out, image=rel)))
+    if args.traces:
+        for path in report.write_traces(results, Path(args.traces)):
+            print(f"wrote trace {path}")
     print(f"wrote {out_dir}/results.json, results.md, bench.png")
     return 0
 

@@ -252,3 +252,29 @@ def update_readme(readme: Path, block: str) -> str:
     tail = rest.split(END, 1)[1]
     readme.write_text(f"{head}{START}\n{block}\n{END}{tail}")
     return f"updated the bench block in {readme}"
+
+
+def write_traces(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Each run's per-rank batch timings as ``<scenario>-<method>.csv``, the format
+    ``shardsense eval --traces`` reads (worker_id, step, samples, data_wait_s,
+    compute_s); ``compute_s`` is the rank's own work (injected + forward), before
+    backward's all-reduce makes every rank wait for the slowest."""
+    import csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for run in results:
+        works = run.get("rank_work_s")
+        if not works:
+            continue
+        sizes = run.get("batch_sizes") or []
+        path = out_dir / f"{run['scenario']}-{run['method']}.csv"
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["worker_id", "step", "samples", "data_wait_s", "compute_s"])
+            for rank, series in enumerate(works):
+                for step, seconds in enumerate(series):
+                    samples = sizes[step][rank] if step < len(sizes) else run["global_batch"]
+                    w.writerow([rank, step, samples, 0.0, f"{seconds:.6f}"])
+        paths.append(path)
+    return paths

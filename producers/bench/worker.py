@@ -68,6 +68,7 @@ class _Run:
             cfg, scenario, method, rank, queue)
         self.step = 0
         self.step_s: list[float] = []
+        self.work_s: list[float] = []  # this rank's own part: injected work + forward
         self.epoch_of_step: list[int] = []
         self._last = self._t0 = time.perf_counter()
 
@@ -78,8 +79,10 @@ class _Run:
 
     def train(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> bool:
         """One step (injected work, forward, backward, update); True when the run is done."""
+        began = time.perf_counter()
         time.sleep(self.scenario.delay(self.rank, self.step) * len(x))
         loss = F.cross_entropy(self.ddp(x), y)
+        self.work_s.append(time.perf_counter() - began)  # before backward's all-reduce waits
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -222,6 +225,9 @@ def rank_main(rank: int, cfg: BenchConfig, port: int, queue: Any) -> None:
                 dist.barrier()
                 run = _Run(cfg, scenarios[name], method, rank, queue)
                 extra = RUNNERS[method](run, train, cfg.world)
+                works: list[Any] = [None] * cfg.world
+                dist.all_gather_object(works, run.work_s)  # every rank's own speed, recorded
+                extra["rank_work_s"] = works
                 if rank == 0:
                     queue.put(("result", run.result(xte, yte, **extra)))
         dist.barrier()

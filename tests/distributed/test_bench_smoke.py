@@ -27,7 +27,7 @@ def test_quick_bench_writes_finite_results_table_and_plot(tmp_path: Path) -> Non
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "-c", code, "--quick", "--ranks", "2", "--scenarios", "slow-2x",
-         "--out-dir", str(out), "--readme", ""],
+         "--out-dir", str(out), "--readme", "", "--traces", str(tmp_path / "traces")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=140,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -42,6 +42,14 @@ def test_quick_bench_writes_finite_results_table_and_plot(tmp_path: Path) -> Non
                                                  for t in run["step_s"])
         assert 0.8 <= run["accuracy"] <= 1.0  # 60 steps of load_digits: ~90%
         assert all(sum(b) == 32 for b in run["batch_sizes"])
+    # the recorded per-rank timings feed shardsense eval: rank 1 is the 2x straggler
+    from stream_processors.evaluate import load_recorded
+
+    for method in ("static", "shardsense"):
+        trace = load_recorded(str(tmp_path / "traces" / f"slow-2x-{method}.csv"))
+        assert trace.shape == (60, 2) and (trace > 0).all()
+    static = load_recorded(str(tmp_path / "traces" / "slow-2x-static.csv"))
+    assert static[10:, 1].mean() > 1.5 * static[10:, 0].mean()
     rows = res["summaries"][0]["rows"]
     assert {r["method"] for r in rows} == {"static", "shardsense", "oracle (clairvoyant)",
                                            "oracle (persistent)"}
