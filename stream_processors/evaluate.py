@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="shardsense eval", description=__doc__.split("\n")[0])
     p.add_argument("--ticks", type=int, default=1500, help="batches per synthetic fleet")
     p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--seeds", type=int, default=2, help="fleets per family")
+    p.add_argument("--seeds", type=int, default=3, help="fleets per family")
     p.add_argument("--retrain-every", type=int, default=300)
     p.add_argument("--trials", type=int, default=72, help="detection trials")
     p.add_argument("--traces", nargs="*", default=[], help="recorded runs (csv/parquet)")

@@ -93,7 +93,7 @@ def _check_learns_a_shift(make: Callable[[], Forecaster], name: str) -> None:
         pytest.skip("not an online learner")
     m = make()
     rng = np.random.default_rng(5)
-    for _ in range(800):
+    for _ in range(2500):  # the hybrid's residual learns at lr 0.005 (models.py says why)
         x = _x(rng)
         m.learn_one(x, 1.3)
     errors = [abs(m.predict_one(_x(rng)) - 1.3) for _ in range(20)]
