@@ -6,8 +6,8 @@ payload is decoded by the shared contract (``ingest.route``): bad ones go to
 the dead-letter topic and table with reason and source offset; good ones are
 written to ``batch_timings`` and handed to the hooks (features, models,
 predictions). Offsets are acknowledged only after the batch is written
-(at-least-once), also when a stop interrupts a batch; ClickHouse's
-ReplacingMergeTree removes replays.
+(at-least-once), also when a stop interrupts a batch (see ``ingest``);
+ClickHouse's ReplacingMergeTree removes replays.
 """
 
 from __future__ import annotations
@@ -91,20 +91,28 @@ def create_app(
 
     @app.agent(timings, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        batches = stream.take_events(  # type: ignore[attr-defined]
+        # noack(): messages still in Faust's pipeline when a stop closes take_events
+        # must not be acked by the stream on their way out (they were never stored);
+        # take_events acks each batch explicitly, which is the only ack we want.
+        batches = stream.noack().take_events(  # type: ignore[attr-defined]
             BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S
         )
         async for events in batches:
+            # take_events acks the batch in a `finally`, and a stop may close it while
+            # this batch is still being stored (tests/integration/test_processor_stop.py).
+            # Hold one reference per message so that ack cannot be the final one...
+            for e in events:
+                e.message.incref()
             try:
                 await process(events)
             except BaseException:
-                # take_events acks the batch in a `finally`, even when a stop cancels
-                # us mid-batch (tests/integration/test_processor_stop.py). Marking a
-                # message acked without the consumer's final-ack bookkeeping makes
-                # that ack a no-op: its offset is never committed, it is replayed.
+                # ...and if the batch never got stored, mark the messages acked without
+                # the consumer's final-ack bookkeeping: never committed, so replayed.
                 for e in events:
                     e.message.acked = True
                 raise
+            for e in events:
+                e.message.decref()  # stored: take_events' ack is now the final one
 
     async def process(events: list[Any]) -> None:
         """Route, store and hand on one batch; returns only when it is stored."""
