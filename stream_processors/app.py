@@ -32,7 +32,7 @@ from stream_processors.ingest import (
 )
 from stream_processors.transport import Transport
 
-__all__ = ["ReportHook", "create_app", "run_worker"]
+__all__ = ["ReportHook", "consumer_group", "create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,11 @@ async def _retry(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
             delay = min(delay * 2, 10.0)
 
 
+def consumer_group(settings: Settings) -> str:
+    """The processor's Kafka consumer group (Faust's app id): one per timings topic."""
+    return f"shardsense-processor.{settings.topic_timings}"
+
+
 def create_app(
     settings: Settings, client: Any, hooks: Sequence[ReportHook] = ()
 ) -> faust.App:
@@ -62,7 +67,7 @@ def create_app(
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        f"shardsense-processor.{settings.topic_timings}",
+        consumer_group(settings),
         broker=[f"kafka://{hp}" for hp in settings.bootstrap_servers.split(",")],
         broker_credentials=_faust_credentials(settings),
         value_serializer="raw",

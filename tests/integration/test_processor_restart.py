@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 from infra.broker import _die_with_parent
 from shardsense.kafka import consumer_config
 from shardsense.settings import Settings
+from stream_processors.app import consumer_group
 from stream_processors.predictor import prediction_id
 from tests.integration.test_processor_learning import WORKERS, fleet_reports, produce
 
@@ -123,8 +124,7 @@ class Progress:
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
-        group = f"shardsense-processor.{settings.topic_timings}"
-        self.consumer = Consumer(consumer_config(settings, group))
+        self.consumer = Consumer(consumer_config(settings, consumer_group(settings)))
         self.parts = [TopicPartition(settings.topic_timings, p)
                       for p in range(settings.topic_partitions)]
 

@@ -1,9 +1,10 @@
 """A processor stopped while its inserts keep failing must not commit the batch.
 
 Faust's ``take_events`` acknowledges a batch in a ``finally``, so a stop that
-cancels the agent mid-batch would commit offsets of reports never written. The
-agent marks an interrupted batch's messages so that this ack commits nothing
-(real broker and chDB; the fault is injected on the client's insert).
+closes it mid-batch would commit offsets of reports never written. The agent
+holds a reference on each message until its batch is stored (see
+``stream_processors.app``), so that ack commits nothing (real broker and chDB;
+the fault is injected on the client's insert).
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from shardsense.clickhouse import connect
-from shardsense.kafka import consumer_config
 from shardsense.settings import Settings
 from stream_processors.app import ProcessorThread, create_app
 from tests.integration.test_processor_learning import fleet_reports, produce
+from tests.integration.test_processor_restart import Progress
 
 pytestmark = pytest.mark.integration
 
@@ -48,40 +48,33 @@ class FailingInserts:
         return self._insert("insert_arrow", *args, **kwargs)
 
 
-def committed(settings: Settings) -> int:
-    group = f"shardsense-processor.{settings.topic_timings}"
-    consumer = Consumer(consumer_config(settings, group))
-    try:
-        parts = [TopicPartition(settings.topic_timings, p)
-                 for p in range(settings.topic_partitions)]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-    finally:
-        consumer.close()
-
-
 def test_stop_during_failing_inserts_commits_nothing_then_restart_stores_all(
     settings: Settings,
 ) -> None:
     client = FailingInserts(connect(settings.resolved_clickhouse_url))
-    reports = fleet_reports(settings.job_id, rounds=10)
-    produce(settings, reports)
-    proc = ProcessorThread(create_app(settings, client)).start()
+    progress = Progress(settings)  # the processor group's committed offsets, from outside
     try:
-        assert client.attempts.wait(30), "the processor never tried to insert"
-        time.sleep(1.0)  # a few retries
-    finally:
-        proc.stop()
-    assert committed(settings) == 0, "a batch that was never stored was committed"
+        reports = fleet_reports(settings.job_id, rounds=10)
+        produce(settings, reports)
+        proc = ProcessorThread(create_app(settings, client)).start()
+        try:
+            assert client.attempts.wait(30), "the processor never tried to insert"
+            time.sleep(1.0)  # a few retries
+        finally:
+            proc.stop()
+        assert progress.committed() == 0, "a batch that was never stored was committed"
 
-    client.broken = False  # ClickHouse is back: a restart stores every report once
-    proc = ProcessorThread(create_app(settings, client)).start()
-    try:
-        deadline = time.monotonic() + 30
-        while committed(settings) < len(reports) and time.monotonic() < deadline:
-            time.sleep(0.3)
+        client.broken = False  # ClickHouse is back: a restart stores every report once
+        proc = ProcessorThread(create_app(settings, client)).start()
+        try:
+            deadline = time.monotonic() + 30
+            while progress.committed() < len(reports) and time.monotonic() < deadline:
+                time.sleep(0.3)
+        finally:
+            proc.stop()
+        assert progress.committed() == len(reports)
     finally:
-        proc.stop()
-    assert committed(settings) == len(reports)
+        progress.close()
     rows = client.query("SELECT count(), uniqExact(event_id, seq) FROM v_batch_timings"
                         " WHERE job_id = {j:String}", parameters={"j": settings.job_id})
     assert rows.result_rows[0] == (10 * len(reports), 10 * len(reports))
