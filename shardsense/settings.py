@@ -222,7 +222,7 @@ class Settings:
         default=100,
         metadata=_doc("Longest a processor fetch waits at the broker for data (ms). Faust "
                       "fixes 1500; a broker that answers only when this expires (the "
-                      "embedded one) adds half of it to every report's latency.",
+                      "embedded one) adds up to this to every report's latency.",
                       minimum=1, maximum=5000),
     )
     kafka_options: Mapping[str, str] = field(
