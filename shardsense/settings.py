@@ -225,6 +225,31 @@ class Settings:
                       "embedded one) adds up to this to every report's latency.",
                       minimum=1, maximum=5000),
     )
+    # -- Kafka clients: healing after broker faults, logs, report and map latency
+    telemetry_flush_ms: int = field(
+        default=100,
+        metadata=_doc("Least time between two timing reports of one rank (ms): a timing "
+                      "leaves at once if the rank's last report is older, else with the next "
+                      "report; reports carry more timings as the step rate rises, at most "
+                      "1000/this reports per second per rank.", minimum=1, maximum=60000),
+    )
+    map_fetch_wait_ms: int = field(
+        default=20,
+        metadata=_doc("Longest a shard-map or planner fetch waits at the broker (ms); the "
+                      "embedded broker answers an empty fetch only when it expires, so a new "
+                      "map can wait up to this.", minimum=1, maximum=5000),
+    )
+    kafka_stall_s: int = field(
+        default=5,
+        metadata=_doc("A producer that has messages outstanding, hears the broker answer, "
+                      "and delivers nothing this long is recreated (s).", minimum=1),
+    )
+    kafka_log_interval_s: int = field(
+        default=5,
+        metadata=_doc("Kafka client log lines (librdkafka, aiokafka): at most one per client "
+                      "per this many seconds; the next line says how many were suppressed.",
+                      minimum=0),
+    )
     kafka_options: Mapping[str, str] = field(
         default_factory=dict,
         metadata=_doc("Extra librdkafka properties (SASL/SSL), passed through unchanged."),

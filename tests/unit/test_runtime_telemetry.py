@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from producers.ratelimit import RateLimitFilter
 from producers.timingpack import pack_timings
 from shardsense.events import TimingReport, decode
+from shardsense.kafka_logs import RateLimitFilter
 
 pytestmark = pytest.mark.unit
 
@@ -94,10 +94,10 @@ def test_rate_limit_filter_lets_one_record_per_interval_and_says_how_many_it_hid
     assert limiter.filter(record("first"))
     assert not any(limiter.filter(record("again")) for _ in range(5))
     assert limiter.suppressed == 5
-    limiter._last -= 3600
+    limiter._gate._last -= 3600
     late = record("later")
     assert limiter.filter(late)
-    assert "5 similar messages suppressed" in late.getMessage()
+    assert "5 similar suppressed" in late.getMessage()
 
 
 def test_offer_cost_ns_times_any_offer_callable() -> None:
