@@ -9,6 +9,15 @@ ignored, invalid ones rejected with a logged reason while the previous map stays
 
 Without a broker nothing raises: ``latest()`` stays ``None`` (or the last map seen),
 ``wait_ready``/``wait_for_initial`` time out, and warnings are rate-limited.
+
+Healing: a :class:`~shardsense.incarnation.TopicWatch` notices when the topic was
+re-created (a restarted embedded broker forgets its topics): the partitions are then
+read again from the beginning, and once caught up, if the new topic holds no map of the
+job as new as the one this rank has, the source publishes that map again (rank 0 is the
+only rank with a map source), so the planner and later loaders find it. Versions never
+go backwards: the republished map keeps its version. A new map is seen within one fetch
+wait (``map_fetch_wait_ms``; the embedded broker answers an empty fetch only when it
+expires) plus one poll.
 """
 
 from __future__ import annotations
@@ -25,14 +34,15 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
-from producers.ratelimit import LOG_EVERY_S, rate_limited_logger
 from shardsense.errors import ConfigError, InvalidEvent
 from shardsense.events import ShardMap, decode, encode
-from shardsense.kafka import consumer_config, producer_config
+from shardsense.healing import HealingProducer
+from shardsense.incarnation import TopicWatch
+from shardsense.kafka import admin_config, consumer_config, healing_producer
+from shardsense.kafka_logs import LOG_EVERY_S
 from shardsense.settings import Settings
 
 __all__ = ["KafkaMapSource"]
@@ -43,7 +53,9 @@ log = logging.getLogger(__name__)
 class KafkaMapSource:
     """A :class:`producers.seams.MapSource` over ``settings.topic_shard_maps``."""
 
-    def __init__(self, settings: Settings, *, poll_timeout_s: float = 0.2) -> None:
+    def __init__(
+        self, settings: Settings, *, poll_timeout_s: float = 0.1, republish: bool = True
+    ) -> None:
         self._settings = settings
         self._job = settings.job_id
         self._key = settings.job_id.encode()
@@ -53,25 +65,32 @@ class KafkaMapSource:
         self._adopt_lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = threading.Event()
-        self._rdlog = rate_limited_logger("shardsense.rdkafka.mapfeed")
-        self._producer: Producer | None = None
+        self._producer: HealingProducer | None = None
         self._producer_lock = threading.Lock()
         self._caught_up: dict[int, bool] = {}
         self._end_at_start: dict[int, int] = {}
         self._assigned = False
+        self._republish = republish
+        self._republish_due = False
+        self._topic_version = 0  # newest map of the job in the topic as it is now
         self._last_warn = -LOG_EVERY_S
         self.counts = {"accepted": 0, "rejected": 0, "stale": 0, "other_jobs": 0,
-                       "tombstones": 0, "published": 0, "publish_failed": 0}
+                       "tombstones": 0, "published": 0, "publish_failed": 0,
+                       "topic_recreated": 0, "republished": 0}
         self.last_rejection = ""
         self.last_error = ""
         # No subscribe(): the group id only satisfies librdkafka; nothing joins or commits.
         config = consumer_config(
             settings,
             f"shardsense-mapfeed-{settings.job_id}-{uuid.uuid4().hex[:8]}",
-            **{"enable.partition.eof": True, "logger": self._rdlog, "error_cb": self._on_error},
+            what=f"shard-map consumer of job {settings.job_id}",
+            **{"enable.partition.eof": True, "fetch.wait.max.ms": settings.map_fetch_wait_ms},
         )
         try:
             self._consumer = Consumer(config)
+            self._watch = TopicWatch(
+                [self._topic], config=admin_config(settings, what="shard-map topic watch")
+            )
         except KafkaException as exc:
             raise ConfigError("SHARDSENSE_RDKAFKA_*", f"bad Kafka consumer config: {exc}") from exc
         self._thread = threading.Thread(target=self._run, name="shardsense-mapfeed", daemon=True)
@@ -104,12 +123,14 @@ class KafkaMapSource:
             self._reject(problem, f"publish v{shard_map.map_version}")
             return
         self._adopt(shard_map)
+        self._produce(shard_map, timeout, "published")
+
+    def _produce(self, shard_map: ShardMap, timeout: float, counter: str) -> None:
         try:
             with self._producer_lock:
                 if self._producer is None:
-                    self._producer = Producer(
-                        producer_config(self._settings, logger=self._rdlog,
-                                        error_cb=self._on_error)
+                    self._producer = healing_producer(
+                        self._settings, what=f"shard-map producer of job {self._job}"
                     )
                 producer = self._producer
             failed: list[str] = []
@@ -122,7 +143,8 @@ class KafkaMapSource:
             left = producer.flush(max(0.0, timeout))
             if left or failed:
                 raise KafkaException(failed[0] if failed else f"not delivered in {timeout}s")
-            self.counts["published"] += 1
+            self.counts[counter] += 1
+            self._topic_version = max(self._topic_version, shard_map.map_version)
         except Exception as exc:
             self.counts["publish_failed"] += 1
             self.last_error = str(exc)
@@ -200,6 +222,7 @@ class KafkaMapSource:
         if problem is not None:
             self._reject(problem, where)
         else:
+            self._topic_version = max(self._topic_version, event.map_version)
             self._adopt(event)
 
     # ------------------------------------------------------------ consumer thread
@@ -210,16 +233,42 @@ class KafkaMapSource:
                 if not self._assigned and not self._assign():
                     self._stop.wait(1.0)
                     continue
-                for msg in self._consumer.consume(100, self._poll_timeout_s):
+                msg = self._consumer.poll(self._poll_timeout_s)  # returns on the first message
+                if msg is not None:
                     self._on_message(msg)
+                if self._topic in self._watch.changed():
+                    self._reread()
+                self._maybe_republish()
         except Exception as exc:  # pragma: no cover - keep the last good map in force
             self.last_error = str(exc)
             log.exception("shard-map consumer stopped; job %s keeps its last map", self._job)
         finally:
             try:
                 self._consumer.close()
+                self._watch.close()
             except Exception as exc:  # pragma: no cover
                 log.debug("closing the shard-map consumer: %s", exc)
+
+    def _reread(self) -> None:
+        """The topic was re-created: read the new one from the start, then maybe republish."""
+        self.counts["topic_recreated"] += 1
+        self._assigned = False
+        self._topic_version = 0
+        self._republish_due = self._republish
+        if not self._assign():
+            self._stop.wait(0.2)
+
+    def _maybe_republish(self) -> None:
+        """Once caught up with a re-created topic: put our newest map back if it is missing."""
+        if not self._republish_due or not self._assigned or not all(self._caught_up.values()):
+            return
+        self._republish_due = False
+        latest = self._latest
+        if latest is None or self._topic_version >= latest.map_version:
+            return
+        log.warning("job %s: shard map v%d is missing from the re-created topic %s; "
+                    "publishing it again", self._job, latest.map_version, self._topic)
+        self._produce(latest, 5.0, "republished")
 
     def _on_message(self, msg: Message) -> None:
         err = msg.error()
@@ -243,6 +292,8 @@ class KafkaMapSource:
 
     def _assign(self) -> bool:
         """Assign every partition from the beginning; False (warned) until the topic exists."""
+        self._caught_up.clear()
+        self._end_at_start.clear()
         try:
             meta = self._consumer.list_topics(self._topic, timeout=2.0).topics.get(self._topic)
             if meta is None or meta.error is not None or not meta.partitions:
@@ -266,7 +317,7 @@ class KafkaMapSource:
 
     def _on_error(self, err: KafkaError) -> None:
         self.last_error = err.str()
-        self._rdlog.warning("shard-map client: %s", err.str())
+        self._warn(f"shard-map consumer: {err.str()}")
 
     def _warn(self, text: str) -> None:
         now = time.monotonic()
