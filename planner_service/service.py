@@ -7,6 +7,13 @@ itself), and the prediction partitions from ``rank_timeout`` ago (the speeds
 that still count). Partitions are assigned, not subscribed, so start-up costs
 no group join. Nothing is evaluated until the map partition is read to its end.
 
+Healing (issue 12): the producer recreates itself after a broker restart
+(``HealingProducer``); a ``TopicWatch`` notices a re-created topic and its
+partitions are read again from the start; and when the map topic holds no map
+of the job (a restarted embedded broker forgets its topics), the base map is
+rebuilt from ClickHouse (``planner_service.recovery``), so versions go on from
+where they were instead of stopping.
+
 Run it as ``shardsense planner`` (:func:`main`) or in a thread of the embedded
 stack (``Planner(settings).start()`` ... ``.stop()``).
 """
@@ -21,10 +28,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from planner_service.policy import Decision, PlanPolicy, PolicyConfig
+from planner_service.recovery import choose_base
 from planner_service.sink import ClickHouseSink, DecisionSink
 from shardsense.errors import InvalidEvent
 from shardsense.events import DeadLetter, Prediction, ShardMap, decode, encode, peek_identity
-from shardsense.kafka import consumer_config, producer_config
+from shardsense.incarnation import TopicWatch
+from shardsense.kafka import admin_config, consumer_config, healing_producer
 from shardsense.settings import Settings
 
 __all__ = ["Planner", "main"]
@@ -34,6 +43,9 @@ log = logging.getLogger(__name__)
 #: Batches under a new map over which its transfer cost is measured, and how long to wait.
 MEASURE_BATCHES = 20
 MEASURE_AFTER_S = 30.0
+#: Without a base map: ask ClickHouse this often; plan from a stored map after this wait.
+RECOVER_EVERY_S = 2.0
+RECOVER_WAIT_S = 10.0
 
 
 class Planner:
@@ -56,6 +68,11 @@ class Planner:
         self._measure: tuple[float, int, int, dict[int, float]] | None = None
         self._measuring: Future[dict[int, float]] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="planner-measure")
+        self.watch: TopicWatch | None = None
+        self._recovering: Future[tuple[ShardMap | None, int]] | None = None
+        self._recover_at = 0.0
+        self._recover_since: float | None = None
+        self._recover_why = ""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -72,14 +89,17 @@ class Planner:
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Consume, evaluate every ``planner_interval_ms``, publish; until ``stop`` is set."""
-        from confluent_kafka import Consumer, Producer
+        from confluent_kafka import Consumer
 
         stop = stop or self._stop
         s = self.settings
-        consumer = Consumer(
-            consumer_config(s, f"shardsense-planner-{s.job_id}", **{"enable.partition.eof": True})
-        )
-        producer = Producer(producer_config(s, **{"linger.ms": 0}))
+        consumer = Consumer(consumer_config(
+            s, f"shardsense-planner-{s.job_id}", what="planner consumer",
+            **{"enable.partition.eof": True, "fetch.wait.max.ms": s.map_fetch_wait_ms},
+        ))
+        producer = healing_producer(s, what="planner producer", **{"linger.ms": 0})
+        watch = self.watch = TopicWatch([s.topic_shard_maps, s.topic_predictions],
+                                        config=admin_config(s, what="planner topic watch"))
         try:
             if not self._assign(consumer, stop):
                 return
@@ -89,11 +109,17 @@ class Planner:
                 msg = consumer.poll(min(0.2, interval))
                 if msg is not None:
                     self._handle(msg, producer)
+                recreated = watch.changed()
+                if recreated:
+                    self._reread(consumer, recreated)
+                self._recover_base()
                 if self.ready.is_set() and time.monotonic() >= next_eval:
                     next_eval = time.monotonic() + interval
                     self._evaluate(producer)
                     self._learn_bandwidth()
+                producer.poll(0)
         finally:
+            watch.close()
             consumer.close()
             producer.flush(5)
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -131,6 +157,50 @@ class Planner:
         log.info("planner for job %s reading %s and %s", s.job_id, *topics)
         return True
 
+    def _reread(self, consumer: Any, topics: set[str]) -> None:
+        """Re-created topics are read from the start; the others go on where they were."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        meta = consumer.list_topics(timeout=5)
+        keep = [tp for tp in consumer.position(consumer.assignment()) if tp.topic not in topics]
+        fresh = [TopicPartition(t, p, OFFSET_BEGINNING)
+                 for t in sorted(topics) if t in meta.topics for p in meta.topics[t].partitions]
+        if self.settings.topic_shard_maps in topics:
+            self._unread_maps = set()  # the policy keeps its base map; nothing to wait for
+        consumer.assign(keep + fresh)
+
+    def _recover_base(self) -> None:
+        """No base map once caught up: rebuild it from ClickHouse (off the loop thread)."""
+        if not self.ready.is_set() or self.policy.base is not None:
+            self._recover_since = None
+            return
+        now = time.monotonic()
+        if self._recover_since is None:
+            self._recover_since = now
+        if self._recovering is None:
+            if now >= self._recover_at:
+                self._recovering = self._executor.submit(self.sink.durable_facts,
+                                                         self.settings.job_id)
+            return
+        if not self._recovering.done():
+            return
+        future, self._recovering = self._recovering, None
+        self._recover_at = now + RECOVER_EVERY_S
+        try:
+            stored, in_force = future.result()
+        except Exception as exc:
+            log.warning("planner: cannot read the job's maps from ClickHouse: %s", exc)
+            return
+        base, why = choose_base(stored, in_force, now - self._recover_since, RECOVER_WAIT_S)
+        if base is None:
+            if why != self._recover_why:
+                log.info("planner: no base map for job %s: %s", self.settings.job_id, why)
+            self._recover_why = why
+            return
+        self.policy.observe_map(base)
+        log.warning("planner: the shard-map topic holds no map of job %s; base map v%d "
+                    "rebuilt from ClickHouse (%s)", self.settings.job_id, base.map_version, why)
+
     def _handle(self, msg: Any, producer: Any) -> None:
         s = self.settings
         err = msg.error()
@@ -158,8 +228,11 @@ class Planner:
             return
         if isinstance(event, ShardMap):
             self.stats["maps"] += 1
-            if self.policy.observe_map(event):
+            before = self.policy.base
+            if self.policy.observe_map(event) and (before is None
+                                                   or before.event_id != event.event_id):
                 log.debug("planner: base map is now version %d", event.map_version)
+                self.sink.record_map(event)  # rank 0's maps too: ClickHouse outlives the topic
         elif isinstance(event, Prediction):
             self.stats["predictions"] += 1
             self.policy.observe_prediction(event)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAP_COLUMNS = (
     "job_id", "map_version", "event_id", "ts", "apply_epoch", "apply_step", "num_shards",
     "global_batch_size", "batch_sizes", "shards", "predicted_gain_s", "move_cost_s", "reason",
+    "num_samples", "max_batch_size",
 )
 
 #: Per rank: the first batches under the new map and the median wait under the old.
@@ -45,7 +46,7 @@ def map_row(m: ShardMap) -> list[Any]:
     return [
         m.job_id, m.map_version, m.event_id, datetime.fromtimestamp(m.ts, UTC), m.apply_epoch,
         m.apply_step, m.num_shards, m.global_batch_size, m.batch_sizes, m.shards,
-        m.predicted_gain_s, m.move_cost_s, m.reason,
+        m.predicted_gain_s, m.move_cost_s, m.reason, m.num_samples, m.max_batch_size,
     ]
 
 
@@ -62,6 +63,10 @@ class DecisionSink(Protocol):
         """Extra data-wait (s) of each rank over its first batches under map ``new``."""
         ...
 
+    def durable_facts(self, job_id: str) -> tuple[ShardMap | None, int]:
+        """(newest stored map, newest version in force): see ``planner_service.recovery``."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -72,6 +77,7 @@ class MemorySink:
         self.decisions: list[Decision] = []
         self.maps: list[ShardMap] = []
         self.waits: dict[int, float] = {}
+        self.in_force = 0
 
     def record_decision(self, job_id: str, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -83,6 +89,10 @@ class MemorySink:
         self, job_id: str, old: int, new: int, ranks: list[int], first: int
     ) -> dict[int, float]:
         return {r: w for r, w in self.waits.items() if r in ranks}
+
+    def durable_facts(self, job_id: str) -> tuple[ShardMap | None, int]:
+        mine = [m for m in self.maps if m.job_id == job_id]
+        return max(mine, key=lambda m: m.map_version, default=None), self.in_force
 
     def close(self) -> None:
         pass
@@ -126,6 +136,11 @@ class ClickHouseSink:
             for rank, base, waits in rows
             if len(waits) >= first and base == base  # NaN baseline: no batches before
         }
+
+    def durable_facts(self, job_id: str) -> tuple[ShardMap | None, int]:
+        from planner_service.recovery import durable_facts
+
+        return durable_facts(self.client(), job_id)
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued, then stop the thread."""
