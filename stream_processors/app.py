@@ -87,7 +87,8 @@ def create_app(
     )
     # Before the first topic: topics reach the transport through the conductor.
     app.transport = Transport(app.conf.broker_consumer, app,
-                              fetch_wait_ms=settings.processor_fetch_wait_ms)
+                              fetch_wait_ms=settings.processor_fetch_wait_ms,
+                              log_interval_s=settings.kafka_log_interval_s)
     timings = app.topic(settings.topic_timings, value_type=bytes, value_serializer="raw")
     dead_topic = app.topic(settings.topic_dead_letters, value_type=bytes, value_serializer="raw")
     stats: dict[str, float] = {"batches": 0, "reports": 0, "timings": 0, "dead": 0,

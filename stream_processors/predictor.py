@@ -254,6 +254,10 @@ def feature_rows(rows: Sequence[FeatureRow]) -> list[list[Any]]:
     return out
 
 
+#: Longest a batch waits for its predictions to be delivered (the rest follow later).
+PUBLISH_WAIT_S = 1.0
+
+
 class PredictionHook:
     """``ReportHook`` for ``stream_processors.app.create_app``: learn, store, publish.
 
@@ -266,12 +270,10 @@ class PredictionHook:
         self.settings = settings
         self.client = client
         self.predictor = predictor or Predictor(settings, client)
-        if producer is None:
-            from confluent_kafka import Producer
+        if producer is None:  # heals itself after a broker restart (issue 12)
+            from shardsense.kafka import healing_producer
 
-            from shardsense.kafka import producer_config
-
-            producer = Producer(producer_config(settings))
+            producer = healing_producer(settings, what="prediction producer")
         self.producer = producer
         self.stats = {"feature_rows": 0, "predictions": 0, "update_s": 0.0, "store_s": 0.0,
                       "publish_s": 0.0}
@@ -297,10 +299,11 @@ class PredictionHook:
         for p in preds:
             self.producer.produce(self.settings.topic_predictions, encode(p),
                                   key=timing_key(p.job_id, p.worker_id))
-        if preds:
-            left = await asyncio.to_thread(self.producer.flush, 30.0)
+        if preds:  # bounded: a long batch across a group re-join can lose reports (issue 12)
+            left = await asyncio.to_thread(self.producer.flush, PUBLISH_WAIT_S)
             if left:
-                log.warning("%d prediction messages still queued after 30s", left)
+                log.warning("%d prediction messages still queued after %.0fs (sent later)",
+                            left, PUBLISH_WAIT_S)
         self.stats["publish_s"] += time.perf_counter() - stored
         self.stats["feature_rows"] += len(rows)
         self.stats["predictions"] += len(preds)
