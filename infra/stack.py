@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from infra.broker import EmbeddedBroker
 from infra.migrations import apply_schema
+from infra.watchdog import BrokerWatchdog
 from shardsense.clickhouse import connect
 from shardsense.kafka import create_topics, wait_for_broker
 from shardsense.settings import Settings, redact
@@ -43,13 +44,19 @@ class Stack:
     :class:`~stream_processors.app.ProcessorThread` (tests, demo).
     """
 
-    def __init__(self, settings: Settings, services: tuple[str, ...] = SERVICES) -> None:
+    def __init__(
+        self, settings: Settings, services: tuple[str, ...] = SERVICES,
+        on_broker_lost: Any = None,
+    ) -> None:
+        """``on_broker_lost``: called if the embedded broker keeps dying (``up`` stops then)."""
         unknown = set(services) - set(SERVICES)
         if unknown:
             raise ValueError(f"services: unknown {sorted(unknown)}; choose from {SERVICES}")
         self.settings = settings
         self.services = services
+        self.on_broker_lost = on_broker_lost
         self.broker: EmbeddedBroker | None = None
+        self.watchdog: BrokerWatchdog | None = None
         self.client: Any = None
         self.console_url: str | None = None
         self._running: list[_Service] = []
@@ -60,9 +67,13 @@ class Stack:
             if s.embedded_broker:
                 data = Path(s.data_dir)
                 data.mkdir(parents=True, exist_ok=True)
-                self.broker = EmbeddedBroker(s.broker_port, log_path=data / "broker.log").start()
+                self.broker = EmbeddedBroker(
+                    s.broker_port, log_path=data / "broker.log", pid_path=data / "broker.pid"
+                ).start()
             wait_for_broker(s)
             create_topics(s)
+            self.watchdog = BrokerWatchdog(s, self.broker, on_restart=self._write_state,
+                                           on_give_up=self.on_broker_lost).start()
             self.client = connect(s.resolved_clickhouse_url)
             applied = apply_schema(self.client)
             log.info("ClickHouse %s ready (applied %s)", redact(s.resolved_clickhouse_url), applied)
@@ -101,10 +112,15 @@ class Stack:
         }
         path = Path(self.settings.data_dir)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "stack.json").write_text(json.dumps(state))
+        tmp = path / "stack.json.tmp"  # atomic: the watchdog rewrites it while others read
+        tmp.write_text(json.dumps(state))
+        tmp.replace(path / "stack.json")
 
     def stop(self) -> None:
         """Stop services in reverse order, then the broker; safe to call twice."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         while self._running:
             service = self._running.pop()
             try:
@@ -138,7 +154,8 @@ def up(settings: Settings, services: tuple[str, ...] = SERVICES) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)  # Faust installs its own once it runs
-    stack = Stack(settings, tuple(x for x in services if x != "processor"))
+    stack = Stack(settings, tuple(x for x in services if x != "processor"),
+                  on_broker_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
         stack.start()
         print(stack.banner(), flush=True)
