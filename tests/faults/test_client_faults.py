@@ -1,0 +1,237 @@
+"""Issue 12 (clients): the Kafka clients come back by themselves after broker faults.
+
+One loop of real clients runs against its own embedded broker: fake ranks offering
+timings through real ``KafkaTimingSink`` s, rank 0's ``KafkaMapSource``, the real
+Faust processor (learning hooks, chDB), the planner, and the stack's
+``BrokerWatchdog`` (which re-creates the topics a restarted broker forgot). Then:
+
+* the broker is killed (-9) and comes back empty on the same port, once with a new
+  cluster id: every client must deliver again, rank 0 must put its map back on the
+  re-created topic, and a slowdown made after the fault must be planned for;
+* the broker is paused (SIGSTOP) for 10 s: nothing may be lost or recreated.
+
+Each test prints its recovery timeline (``Timeline.report``); it asserts counts and
+orders only (shared machine), with generous time-outs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.broker import EmbeddedBroker, free_port
+from infra.watchdog import BrokerWatchdog
+from planner_service.service import Planner
+from producers.mapfeed import KafkaMapSource
+from producers.maps import JobShape, elastic_map
+from producers.telemetry import KafkaTimingSink
+from shardsense.clickhouse import connect
+from shardsense.kafka import create_topics
+from shardsense.settings import Settings
+from stream_processors.app import ProcessorThread, create_app
+from stream_processors.service import default_hooks
+from tests.support.faults import FakeRanks, Timeline, fault_settings, stored_steps, wait_until
+
+pytestmark = pytest.mark.faults
+
+WORLD, SHARDS, BATCH = 3, 48, 48
+#: generous: the machine is shared by several test runs
+RECOVER_S = 60.0
+
+
+@dataclass
+class Loop:
+    settings: Settings
+    broker: EmbeddedBroker
+    client: Any
+    maps: KafkaMapSource
+    sinks: list[KafkaTimingSink]
+    ranks: FakeRanks
+    planner: Planner
+    app: Any
+
+    def version(self) -> int:
+        latest = self.maps.latest()
+        return latest.map_version if latest else 0
+
+    def share(self, rank: int) -> int:
+        latest = self.maps.latest()
+        return latest.batch_sizes[rank] if latest else 0
+
+
+@pytest.fixture
+def loop(clickhouse_url: str, tmp_path: Path) -> Iterator[Loop]:
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log").start()
+    s = fault_settings(
+        broker.bootstrap, clickhouse_url, tmp_path,
+        planner_interval_ms=200, planner_confirmations=1, planner_smoothing_pct=100,
+        planner_learn_bandwidth=0, planner_warmup_ms=0, planner_shard_bytes=1,
+        processor_retrain_s=0, processor_warm_start_rows=0, processor_forecaster="ewma",
+    )
+    create_topics(s)
+    watchdog = BrokerWatchdog(s, broker, every_s=0.2).start()
+    client = connect(clickhouse_url)
+    app = create_app(s, client, default_hooks(s, client))
+    processor = ProcessorThread(app).start()
+    planner = Planner(s, client=client).start()
+    maps = KafkaMapSource(s)
+    maps.wait_ready(30)
+    job = JobShape(s.job_id, 48_000, SHARDS, BATCH)
+    maps.publish(elastic_map(job, 1, WORLD, None, reason="first map", at=(0, 0)))
+    sinks = [KafkaTimingSink(s, r) for r in range(WORLD)]
+    ranks = FakeRanks(sinks, maps).start()
+    try:
+        yield Loop(s, broker, client, maps, sinks, ranks, planner, app)
+    finally:
+        ranks.stop()
+        for sink in sinks:
+            sink.close(2.0)
+        maps.close(2.0)
+        planner.stop()
+        processor.stop()
+        watchdog.stop()
+        broker.stop()
+
+
+def _delivered(loop: Loop) -> int:
+    return sum(s.sent for s in loop.sinks)
+
+
+def _steady(loop: Loop, tl: Timeline) -> None:
+    """Before the fault: timings stored and predictions reaching the planner."""
+    tl.watch("first timing row", lambda: stored_steps(loop.client, loop.settings.job_id),
+             RECOVER_S)
+    tl.watch("planner has predictions", lambda: loop.planner.stats["predictions"] > 0,
+             RECOVER_S)
+    s = loop.settings
+    watches = [(loop.maps._watch, s.topic_shard_maps), (loop.planner.watch, s.topic_shard_maps),
+               (loop.planner.watch, s.topic_predictions)]
+    tl.watch("every topic watch knows its topic",
+             lambda: all(w is not None and w.current(t) for w, t in watches), RECOVER_S)
+    assert loop.planner.policy.base is not None and loop.planner.policy.base.map_version == 1
+
+
+def _recovery(loop: Loop, tl: Timeline, back_wall: float) -> None:
+    """Every client delivers again after the broker is back; the loop still adapts."""
+    sent, preds = _delivered(loop), loop.planner.stats["predictions"]
+    recreated = loop.maps.counts["topic_recreated"]
+    tl.watch_all({
+        "sinks deliver again": lambda: _delivered(loop) > sent,
+        "processor stores a new timing": lambda: any(
+            max(steps, default=-1) in loop.ranks.steps_after(back_wall)
+            for steps in stored_steps(loop.client, loop.settings.job_id).values()),
+        "planner gets new predictions": lambda: loop.planner.stats["predictions"] > preds,
+        "map source re-reads the new topic":
+            lambda: loop.maps.counts["topic_recreated"] > recreated,
+        "rank 0 republished its map": lambda: loop.maps.counts["republished"] >= 1,
+    }, RECOVER_S)
+    version = loop.version()
+    loop.ranks.slowdown[2] = 3.0
+    tl.mark("rank 2 made 3x slower")
+    tl.watch("new map for the slowdown in force on rank 0",
+             lambda: loop.version() > version and loop.share(2) < BATCH // WORLD, RECOVER_S)
+
+
+@pytest.mark.parametrize("new_cluster", [False, True], ids=["same-cluster", "new-cluster-id"])
+def test_clients_heal_after_the_broker_restarts_empty(loop: Loop, new_cluster: bool) -> None:
+    tl = Timeline(f"broker kill -9 + restart ({'new' if new_cluster else 'same'} cluster id)")
+    _steady(loop, tl)
+    if new_cluster:
+        loop.broker.cluster_id = "shardsense-faults-new"
+    loop.broker.kill()
+    tl.mark("broker killed")
+    # the watchdog restarts it (same port) and re-creates the topics
+    tl.watch("broker back, topics re-created", lambda: loop.broker.alive and _topics_exist(loop),
+             RECOVER_S)
+    back_wall = time.time()
+    _recovery(loop, tl, back_wall)
+    tl.report("broker back, topics re-created")
+    versions = [m.map_version for m in _maps_on_topic(loop)]
+    assert versions == sorted(versions), "versions went backwards on the topic"
+    assert sum(s.counts["recreated"] for s in (x._producer for x in loop.sinks)) >= 1
+    # timings offered once the broker was back are all stored (none dropped)
+    _assert_all_stored(loop, back_wall + 0.5)
+
+
+def test_clients_ride_out_a_10s_broker_pause(loop: Loop) -> None:
+    tl = Timeline("broker SIGSTOP 10 s")
+    _steady(loop, tl)
+    paused_at = time.time()
+    loop.broker.pause()
+    tl.mark("broker paused")
+    time.sleep(10)
+    loop.broker.resume()
+    tl.mark("broker resumed")
+    sent = _delivered(loop)
+    tl.watch("sinks deliver again", lambda: _delivered(loop) > sent, RECOVER_S)
+    version = loop.version()
+    loop.ranks.slowdown[2] = 3.0
+    tl.mark("rank 2 made 3x slower")
+    tl.watch("new map for the slowdown in force on rank 0",
+             lambda: loop.version() > version and loop.share(2) < BATCH // WORLD, RECOVER_S)
+    tl.report("broker resumed")
+    # a pause loses nothing: every timing offered from before the pause on is stored once
+    _assert_all_stored(loop, paused_at - 1.0)
+    assert all(s.dropped == 0 for s in loop.sinks)
+    assert loop.maps.counts["topic_recreated"] == 0
+
+
+def _topics_exist(loop: Loop) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    from shardsense.kafka import admin_config
+
+    try:
+        names = AdminClient(admin_config(loop.settings)).list_topics(timeout=1).topics
+    except Exception:
+        return False
+    return all(t.name in names for t in loop.settings.topics())
+
+
+def _assert_all_stored(loop: Loop, wall: float) -> None:
+    """Every timing offered after ``wall`` reaches ClickHouse (waits for the pipeline)."""
+    try:
+        wait_until(lambda: not _missing_after(loop, wall), RECOVER_S, "timings in ClickHouse")
+    except AssertionError:
+        missing = sorted(_missing_after(loop, wall))
+        offered = loop.ranks.offered_at
+        raise AssertionError(
+            f"{len(missing)} timings offered after the fault never stored, e.g. "
+            f"{[(r, s, round(offered[s] - wall, 2)) for r, s in missing[:12]]}; "
+            f"sinks: {[x.stats() for x in loop.sinks]}"
+        ) from None
+
+
+def _missing_after(loop: Loop, wall: float) -> set[tuple[int, int]]:
+    """(rank, step) offered after ``wall`` (and at least 1 s ago) not in ClickHouse."""
+    stored = stored_steps(loop.client, loop.settings.job_id)
+    due = time.time() - 1.0
+    steps = {s for s, t in list(loop.ranks.offered_at.items()) if wall < t < due}
+    return {(r, s) for r in range(WORLD) for s in steps if s not in stored.get(r, set())}
+
+
+def _maps_on_topic(loop: Loop) -> list[Any]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from shardsense.events import ShardMap, decode
+    from shardsense.kafka import consumer_config
+
+    s = loop.settings
+    consumer = Consumer(consumer_config(s, "faults-reader", **{"enable.partition.eof": True}))
+    consumer.assign([TopicPartition(s.topic_shard_maps, 0, OFFSET_BEGINNING)])
+    out = []
+    try:
+        while True:
+            msg = consumer.poll(5)
+            if msg is None or msg.error():
+                return out
+            m = decode(msg.value(), expect=ShardMap)
+            if m.job_id == s.job_id:
+                out.append(m)
+    finally:
+        consumer.close()

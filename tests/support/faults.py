@@ -1,0 +1,205 @@
+"""Building blocks of the ``faults`` tier: real processes, faults, and what recovery took.
+
+* :func:`fault_settings`: a test's own topics and job id against a given broker.
+* :class:`Timeline`: the first time each named thing happened, relative to a fault,
+  printed as the recovery table the tests report (never asserted on: the machine is
+  shared, tests assert counts and orders).
+* :class:`FakeRanks`: ranks that offer timings to real ``KafkaTimingSink`` s at a steady
+  pace from a thread, following the map version a map source holds, with a per-rank
+  slowdown that can change mid-run (so "the loop adapted" is observable without DDP).
+* :class:`UpProcess`: ``shardsense up`` as a child process (kill -9, restart, logs).
+* :func:`stored_steps`: what reached ClickHouse, per rank.
+
+Full-loop fault tests (real gloo ranks) will reuse these with a real training script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shardsense.settings import Settings
+
+__all__ = ["FakeRanks", "Timeline", "UpProcess", "fault_settings", "stored_steps", "wait_until"]
+
+
+def fault_settings(bootstrap: str, clickhouse_url: str, data_dir: Path, **extra: Any) -> Settings:
+    """Settings with their own job id and topics (created by the caller or the stack)."""
+    tag = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap, "clickhouse_url": clickhouse_url,
+        "data_dir": str(data_dir), "job_id": f"job-{tag}",
+        "topic_timings": f"f-{tag}.timings", "topic_predictions": f"f-{tag}.predictions",
+        "topic_shard_maps": f"f-{tag}.shard-maps", "topic_dead_letters": f"f-{tag}.dead-letters",
+        "topic_partitions": 2,
+    }
+    values.update(extra)
+    return Settings.from_env({}, **values)
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> float:
+    """Poll ``cond`` until truthy; seconds it took. Fails naming ``what`` on timeout."""
+    started = time.monotonic()
+    while not cond():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+    return time.monotonic() - started
+
+
+class Timeline:
+    """Named moments, each recorded once, relative to ``mark("fault")`` and friends."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.at: dict[str, float] = {}
+
+    def mark(self, name: str) -> float:
+        return self.at.setdefault(name, time.monotonic())
+
+    def watch(self, name: str, cond: Callable[[], Any], timeout: float) -> float:
+        wait_until(cond, timeout, name)
+        return self.mark(name)
+
+    def watch_all(self, conds: dict[str, Callable[[], Any]], timeout: float) -> None:
+        """Poll every condition together; each is marked when it first holds."""
+        pending = dict(conds)
+        started = time.monotonic()
+        while pending:
+            for name, cond in list(pending.items()):
+                if cond():
+                    self.mark(name)
+                    del pending[name]
+            if pending and time.monotonic() - started > timeout:
+                raise AssertionError(f"timed out after {timeout:.0f}s: {sorted(pending)}")
+            time.sleep(0.05)
+
+    def since(self, name: str, origin: str) -> float:
+        return self.at[name] - self.at[origin]
+
+    def report(self, origin: str) -> str:
+        """The table the faults tests print (``-s`` or the junit log shows it)."""
+        rows = sorted(self.at.items(), key=lambda kv: kv[1])
+        lines = [f"{self.title} (seconds after '{origin}'):"]
+        lines += [f"  {name:<44} {t - self.at[origin]:+7.2f}" for name, t in rows]
+        text = "\n".join(lines)
+        print(text, flush=True)
+        return text
+
+
+class FakeRanks:
+    """``world`` ranks offering one timing each per ``step_s`` to their sinks (a thread)."""
+
+    def __init__(self, sinks: list[Any], maps: Any, step_s: float = 0.05,
+                 samples: int = 16, base_s: float = 0.02) -> None:
+        self.sinks = sinks
+        self.maps = maps
+        self.step_s = step_s
+        self.samples = samples
+        self.base_s = base_s
+        self.slowdown = [1.0] * len(sinks)
+        self.step = 0
+        self.offered_at: dict[int, float] = {}  # step -> wall time it was offered
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-ranks", daemon=True)
+
+    def start(self) -> FakeRanks:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            latest = self.maps.latest() if self.maps is not None else None
+            version = latest.map_version if latest is not None else 0
+            now = time.time()
+            for rank, sink in enumerate(self.sinks):
+                share = latest.batch_sizes[rank] if latest is not None else self.samples
+                compute = self.base_s * self.slowdown[rank] * share / self.samples
+                sink.offer(0, self.step, share, 0.001, compute, version, now)
+            self.offered_at[self.step] = now
+            self.step += 1
+            self._stop.wait(self.step_s)
+
+    def steps_after(self, wall: float) -> set[int]:
+        return {s for s, t in list(self.offered_at.items()) if t > wall}
+
+
+def stored_steps(client: Any, job_id: str) -> dict[int, set[int]]:
+    """Per rank, the steps ``v_batch_timings`` holds for the job (each once: FINAL)."""
+    rows = client.query(
+        "SELECT worker_id, groupUniqArray(step) FROM v_batch_timings "
+        "WHERE job_id = {j:String} GROUP BY worker_id", parameters={"j": job_id},
+    ).result_rows
+    return {int(w): {int(s) for s in steps} for w, steps in rows}
+
+
+class UpProcess:
+    """``shardsense up`` in a child process, with its output kept for assertions."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.args = args
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> UpProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shardsense.cli", "up", "--data-dir", str(self.data_dir),
+             *self.args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+        )
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def saw(self, needle: str) -> bool:
+        return any(needle in line for line in list(self.lines))
+
+    def wait_for(self, needle: str, timeout: float) -> float:
+        def seen() -> bool:
+            if self.proc is not None and self.proc.poll() is not None and not self.saw(needle):
+                raise AssertionError(f"up exited ({self.proc.returncode}) before {needle!r}:\n"
+                                     + "\n".join(self.lines[-40:]))
+            return self.saw(needle)
+
+        return wait_until(seen, timeout, repr(needle), every=0.05)
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads((self.data_dir / "stack.json").read_text()))
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else 0
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
