@@ -34,6 +34,7 @@ from shardsense.errors import InvalidEvent
 from shardsense.events import DeadLetter, Prediction, ShardMap, decode, encode, peek_identity
 from shardsense.incarnation import TopicWatch
 from shardsense.kafka import admin_config, consumer_config, healing_producer
+from shardsense.kafka_logs import LOG_EVERY_S
 from shardsense.settings import Settings
 
 __all__ = ["Planner", "main"]
@@ -128,18 +129,32 @@ class Planner:
     # ------------------------------------------------------------ input
 
     def _assign(self, consumer: Any, stop: threading.Event) -> bool:
-        """Assign the map partition from the start and predictions from the timeout ago."""
+        """Assign the map partition from the start and predictions from the timeout ago.
+
+        Waits (logging every ``LOG_EVERY_S``) while the broker is unreachable or the
+        topics are missing; False only if stopped meanwhile.
+        """
+        topics = [self.settings.topic_shard_maps, self.settings.topic_predictions]
+        last_log = -LOG_EVERY_S
+        while not stop.is_set():
+            try:
+                if self._try_assign(consumer, topics):
+                    return True
+                problem = "topics missing"
+            except Exception as exc:  # KafkaException while the broker is away
+                problem = str(exc)
+            if time.monotonic() - last_log >= LOG_EVERY_S:
+                last_log = time.monotonic()
+                log.warning("planner: waiting for topics %s (%s)", topics, problem)
+            stop.wait(1.0)
+        return False
+
+    def _try_assign(self, consumer: Any, topics: list[str]) -> bool:
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
         s = self.settings
-        topics = [s.topic_shard_maps, s.topic_predictions]
-        while not stop.is_set():
-            meta = consumer.list_topics(timeout=5)
-            if all(t in meta.topics and meta.topics[t].partitions for t in topics):
-                break
-            log.info("planner: waiting for topics %s", topics)
-            stop.wait(1.0)
-        else:
+        meta = consumer.list_topics(timeout=5)
+        if not all(t in meta.topics and meta.topics[t].partitions for t in topics):
             return False
         since_ms = int((time.time() - s.planner_rank_timeout_s) * 1000)
         wanted = [

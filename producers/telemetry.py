@@ -131,7 +131,7 @@ class KafkaTimingSink:
             self._producer = healing_producer(
                 settings, what=f"telemetry rank {worker_id}",
                 **{
-                    "linger.ms": 5,  # we pack ourselves; the policy above sets the pace
+                    "linger.ms": 0,  # we pack ourselves; the policy above sets the pace
                     "message.timeout.ms": int(message_timeout_s * 1000),
                     "queue.buffering.max.messages": 1000,
                     "queue.buffering.max.kbytes": max_buffered_kbytes,

@@ -234,10 +234,13 @@ class Settings:
                       "1000/this reports per second per rank.", minimum=1, maximum=60000),
     )
     map_fetch_wait_ms: int = field(
-        default=20,
-        metadata=_doc("Longest a shard-map or planner fetch waits at the broker (ms); the "
+        default=100,
+        metadata=_doc("Longest a shard-map or planner fetch waits at the broker (ms). The "
                       "embedded broker answers an empty fetch only when it expires, so a new "
-                      "map can wait up to this.", minimum=1, maximum=5000),
+                      "map waits up to this (measured: p95 51 ms at 100, 12 ms at 20, 249 ms "
+                      "before), and each idle consumer costs it ~1% of a core at 100, ~3% at "
+                      "20. A broker that long-polls answers at once whatever the value.",
+                      minimum=1, maximum=5000),
     )
     kafka_stall_s: int = field(
         default=5,

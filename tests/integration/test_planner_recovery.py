@@ -1,0 +1,75 @@
+"""Issue 12 item 2: a planner that finds no map of its job on the (forgotten) topic rebuilds
+its base map from ClickHouse, and never goes back in versions (real broker + chDB)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from planner_service.recovery import durable_facts
+from planner_service.service import Planner
+from planner_service.sink import MAP_COLUMNS, map_row
+from shardsense.clickhouse import connect
+from shardsense.events import ShardMap
+from shardsense.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _timings(client: object, job: str, version: int) -> None:
+    now = datetime.now(UTC)
+    rows = [[job, r, f"e-{job}-{r}", 0, 0, 10, 16, 0.001, 0.02, version, now, now]
+            for r in range(2)]
+    client.insert("batch_timings", rows, column_names=[  # type: ignore[attr-defined]
+        "job_id", "worker_id", "event_id", "seq", "epoch", "step", "samples", "data_wait_s",
+        "compute_s", "map_version", "end_ts", "report_ts"])
+
+
+def _wait(cond: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_base_map_is_rebuilt_from_clickhouse_when_the_topic_has_none(settings: Settings) -> None:
+    client = connect(settings.resolved_clickhouse_url)
+    stored = ShardMap.build(settings.job_id, 6, [[0, 1, 2], [3, 4, 5]], [10, 6],
+                            num_samples=1600, max_batch_size=12, reason="before the crash")
+    client.insert("shard_maps", [map_row(stored)], column_names=list(MAP_COLUMNS))
+    _timings(client, settings.job_id, 6)
+    got, in_force = durable_facts(client, settings.job_id)
+    assert in_force == 6 and got is not None
+    assert (got.map_version, got.shards, got.batch_sizes, got.event_id) == (
+        6, stored.shards, stored.batch_sizes, stored.event_id)
+    assert (got.num_samples, got.max_batch_size) == (1600, 12), "the job's shape survives"
+
+    planner = Planner(settings, client=client).start()
+    try:
+        _wait(lambda: planner.policy.base is not None)
+        assert planner.policy.base.map_version == 6  # type: ignore[union-attr]
+        assert planner.policy.base.event_id == stored.event_id  # type: ignore[union-attr]
+    finally:
+        planner.stop()
+
+
+def test_a_newer_version_in_force_than_stored_waits_then_never_goes_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import planner_service.service as service
+
+    monkeypatch.setattr(service, "RECOVER_WAIT_S", 1.0)
+    monkeypatch.setattr(service, "RECOVER_EVERY_S", 0.2)
+    client = connect(settings.resolved_clickhouse_url)
+    stored = ShardMap.build(settings.job_id, 3, [[0, 1], [2, 3]], [8, 8], num_samples=800)
+    client.insert("shard_maps", [map_row(stored)], column_names=list(MAP_COLUMNS))
+    _timings(client, settings.job_id, 4)  # rank 0 had v4 (its own map, never stored)
+    planner = Planner(settings, client=client).start()
+    try:
+        _wait(lambda: planner.policy.base is not None)
+        base = planner.policy.base
+        assert base is not None and base.map_version == 4 and base.shards == stored.shards
+    finally:
+        planner.stop()
