@@ -4,7 +4,7 @@ Eight ranks train in lock-step for a few minutes; rank 3 slows to 1.8x at 20 %
 of the run and rank 5 to 1.5x at 50 %. The planner looks every 10 s and, like
 planner_service, skips (with its reason), waits for a confirmation (pending),
 or publishes a rebalanced shard map after each onset.
-Rows have the shapes the processor and planner write (infra/clickhouse/001_core.sql):
+Rows have the shapes the processor and planner write (shardsense/schema/001_core.sql):
 timing reports of 10 batches per event, one feature row per report, predictions
 every report, a decision row per planner look, a shard-map row per version.
 ``ingest_ts`` is set explicitly (report time + transport lag) so that the lag
@@ -298,8 +298,8 @@ def _dead_letters(out: _Writer, job: str, end: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Apply the schema and write one scenario run; prints rows per table."""
-    from infra.migrations import apply_schema
     from shardsense.clickhouse import connect
+    from shardsense.schema import apply_schema
     from shardsense.settings import Settings
 
     parser = argparse.ArgumentParser(prog="python -m dash_app.scenario", description=__doc__)

@@ -159,7 +159,7 @@ def main(settings: Settings | None = None) -> int:
         log.error("console cannot open ClickHouse at %s: %s.%s", redact(url), exc, hint)
         return 2
     try:
-        from infra.migrations import apply_schema
+        from shardsense.schema import apply_schema
 
         apply_schema(client)
     except Exception as exc:  # a read-only user cannot; the pages then show what exists

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from infra.broker import EmbeddedBroker
-from infra.migrations import apply_schema
 from shardsense.clickhouse import connect
 from shardsense.kafka import create_topics, wait_for_broker
+from shardsense.schema import apply_schema
 from shardsense.settings import Settings, redact
 
 __all__ = ["SERVICES", "Stack", "up"]

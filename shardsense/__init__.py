@@ -57,7 +57,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "ShardSenseRuntime":
-        from producers.engine import ShardSenseRuntime
+        from shardsense.runtime.engine import ShardSenseRuntime
 
         return ShardSenseRuntime
     raise AttributeError(f"module 'shardsense' has no attribute {name!r}")

@@ -26,7 +26,7 @@ __all__ = [
     "timing_table",
 ]
 
-#: Column order of ``batch_timings`` inserts (see infra/clickhouse/001_core.sql).
+#: Column order of ``batch_timings`` inserts (see shardsense/schema/001_core.sql).
 TIMING_ROW_COLUMNS = (
     "job_id", "worker_id", "event_id", "seq", "epoch", "step", "samples",
     "data_wait_s", "compute_s", "map_version", "end_ts", "report_ts", "host",

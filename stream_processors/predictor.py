@@ -43,7 +43,7 @@ __all__ = ["PREDICTION_COLUMNS", "PredictionHook", "Predictor", "prediction_rows
 
 log = logging.getLogger(__name__)
 
-#: Column order of ``predictions`` inserts (infra/clickhouse/001_core.sql).
+#: Column order of ``predictions`` inserts (shardsense/schema/001_core.sql).
 PREDICTION_COLUMNS = (
     "job_id", "worker_id", "event_id", "ts", "based_on_step", "time_per_sample_s",
     "uncertainty_s", "slowdown", "straggler", "model_versions",

@@ -90,7 +90,7 @@ def _hint(job: str) -> html.Span:
             "Start training with the ShardSense runtime for job ",
             html.Code(job),
             ", or write a demo run: ",
-            html.Code(f"python -m dash_app.scenario --job-id {job}"),
+            html.Code(f"python -m benchmarks.console_fixture --job-id {job}"),
         ]
     )
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks.screenshots import chromium_missing, launch_chromium
 from dash_app.scenario import Scenario, write_scenario
-from dash_app.screenshots import chromium_missing, launch_chromium
 from dash_app.server import ConsoleServer
 from shardsense.clickhouse import connect
 from shardsense.settings import Settings

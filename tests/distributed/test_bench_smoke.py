@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(150)
 def test_quick_bench_writes_finite_results_table_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    code = ("import sys; from producers.bench import main; sys.exit(main(sys.argv[1:]))")
+    code = ("import sys; from benchmarks.bench import main; sys.exit(main(sys.argv[1:]))")
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
@@ -43,7 +43,7 @@ def test_quick_bench_writes_finite_results_table_and_plot(tmp_path: Path) -> Non
         assert 0.8 <= run["accuracy"] <= 1.0  # 60 steps of load_digits: ~90%
         assert all(sum(b) == 32 for b in run["batch_sizes"])
     # the recorded per-rank timings feed shardsense eval: rank 1 is the 2x straggler
-    from stream_processors.evaluate import load_recorded
+    from benchmarks.evaluate import load_recorded
 
     for method in ("static", "shardsense"):
         trace = load_recorded(str(tmp_path / "traces" / f"slow-2x-{method}.csv"))

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import free_port
+from shardsense.net import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_shrinks_the_lagging_ranks_share(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "shardsense.cli", "demo", "--seconds", "20",
+        [sys.executable, "-m", "infra.cli", "demo", "--seconds", "20",
          "--data-dir", str(tmp_path), "--broker-port", str(free_port()),
          "--console-port", str(free_port()), "--log-level", "WARNING"],
         capture_output=True, text=True, timeout=240,

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from infra.broker import _die_with_parent
+from infra.broker import die_with_parent
 from shardsense.kafka import consumer_config
 from shardsense.settings import Settings
 from stream_processors.app import consumer_group
@@ -87,9 +87,9 @@ class Processor:
             out.write(f"--- start at {time.time():.3f}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shardsense.cli", "processor", *self.flags],
+                [sys.executable, "-m", "infra.cli", "processor", *self.flags],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
             )
 
     def signal(self, sig: int, timeout: float = 30.0) -> int:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import free_port, port_is_free
+from shardsense.net import free_port, port_is_free
 
 pytestmark = pytest.mark.integration
 
 
 def _up(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "shardsense.cli", "up", "--data-dir", str(tmp_path),
+        [sys.executable, "-m", "infra.cli", "up", "--data-dir", str(tmp_path),
          "--log-level", "WARNING", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -114,8 +114,8 @@ def test_bad_setting_fails_at_start_naming_it(tmp_path: Path) -> None:
 
 
 def test_schema_applies_idempotently(clickhouse_url: str) -> None:
-    from infra.migrations import apply_schema
     from shardsense.clickhouse import connect
+    from shardsense.schema import apply_schema
 
     client = connect(clickhouse_url)
     assert apply_schema(client) == []  # the session fixture applied it already

@@ -8,9 +8,9 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import TensorDataset  # noqa: E402
 
-from producers.bench.loop import BenchSink, EwmaPredictor, InProcessPlanner  # noqa: E402
-from producers.bench.scenarios import BenchConfig  # noqa: E402
-from producers.bench.worker import _policy_config  # noqa: E402
+from benchmarks.bench.loop import BenchSink, EwmaPredictor, InProcessPlanner  # noqa: E402
+from benchmarks.bench.scenarios import BenchConfig  # noqa: E402
+from benchmarks.bench.worker import _policy_config  # noqa: E402
 from producers.maps import JobShape, elastic_map  # noqa: E402
 from producers.memory import InMemoryMapSource  # noqa: E402
 

@@ -6,7 +6,7 @@ from importlib import import_module
 
 import pytest
 
-from shardsense.cli import COMMANDS, TOOLS, build_parser, main
+from infra.cli import COMMANDS, TOOLS, build_parser, main
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shardsense.cli import COMMANDS
+from infra.cli import COMMANDS
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 
 SERVICES = [
     "shardsense",
-    "shardsense.cli",
+    "infra.cli",
     "stream_processors.app",
     "stream_processors.service",
     "planner_service.service",

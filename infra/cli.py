@@ -1,8 +1,9 @@
 """``shardsense``: one command line for every service, the stack, and the tools.
 
-Each subcommand takes the settings flags (see ``shardsense up --help``) and
-imports only what it needs, so the processor, planner and console never import
-torch.
+A composition root (it may import every service, ``infra`` and ``benchmarks``;
+the core never imports it). Each subcommand takes the settings flags (see
+``shardsense up --help``) and imports only what it needs, so the processor,
+planner and console never import torch.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from infra.demo import main as demo
+    from benchmarks.demo import main as demo
     from infra.stack import SERVICES
 
     services = _services(args.services) if args.services else SERVICES
@@ -52,8 +53,8 @@ def _services(spec: str) -> tuple[str, ...]:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from infra.migrations import apply_schema
     from shardsense.clickhouse import connect
+    from shardsense.schema import apply_schema
 
     applied = apply_schema(connect(settings.resolved_clickhouse_url))
     print(f"applied: {', '.join(applied) or 'nothing, schema is up to date'}")
@@ -95,12 +96,12 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
 
 #: Tools with their own command lines: ``shardsense NAME ARGS...`` -> ``module:main(ARGS)``.
 TOOLS: dict[str, tuple[str, str]] = {
-    "bench": ("producers.bench:main", "real DDP training under stragglers vs oracles"),
-    "eval": ("stream_processors.evaluate:main", "forecasters and onset detection on traces"),
-    "throughput": ("stream_processors.throughput:main", "end-to-end timings/s and lag"),
-    "plan-bench": ("planner_service.bench:main", "plan quality and planning time"),
-    "overhead": ("producers.overhead_bench:main", "loader instrumentation overhead"),
-    "screenshots": ("dash_app.screenshots:main", "PNG of each console page"),
+    "bench": ("benchmarks.bench:main", "real DDP training under stragglers vs oracles"),
+    "eval": ("benchmarks.evaluate:main", "forecasters and onset detection on traces"),
+    "throughput": ("benchmarks.throughput:main", "end-to-end timings/s and lag"),
+    "plan-bench": ("benchmarks.plan_bench:main", "plan quality and planning time"),
+    "overhead": ("benchmarks.overhead:main", "loader instrumentation overhead"),
+    "screenshots": ("benchmarks.screenshots:main", "PNG of each console page"),
 }
 
 

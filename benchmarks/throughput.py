@@ -120,7 +120,7 @@ def _stages(stats: dict[str, float], hook_stats: list[dict[str, float]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stream_processors.throughput",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--backlog", type=int, default=1_000_000, help="timings for phase 1")
     p.add_argument("--rate", type=float, default=100_000, help="timings/s for phase 2")
@@ -132,9 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clickhouse-url", default="")
     args = p.parse_args(argv)
 
-    from infra.migrations import apply_schema
     from shardsense.clickhouse import connect
     from shardsense.kafka import create_topics
+    from shardsense.schema import apply_schema
     from stream_processors.app import ProcessorThread, create_app
     from stream_processors.service import default_hooks
 
@@ -142,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="shardsense-bench-"))
         bootstrap = args.kafka_bootstrap
         if not bootstrap:
-            from infra.broker import EmbeddedBroker, free_port
+            from infra.broker import EmbeddedBroker
+            from shardsense.net import free_port
 
             bootstrap = stack.enter_context(EmbeddedBroker(free_port())).bootstrap
         tag = uuid.uuid4().hex[:8]

@@ -5,7 +5,7 @@ fresh temporary chDB (or ``--clickhouse-url``). Playwright's own browser downloa
 does not work here, so it drives ``/usr/bin/chromium`` (apt: chromium); the
 browser tests share :func:`launch_chromium`.
 
-Usage: ``python -m dash_app.screenshots [--out docs/img]``.
+Usage: ``python -m benchmarks.screenshots [--out docs/img]``.
 """
 
 from __future__ import annotations
@@ -97,11 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Feed the demo scenario, serve the console on a free loopback port, shoot each page."""
     from dash_app.scenario import write_scenario
     from dash_app.server import ConsoleServer
-    from infra.migrations import apply_schema
     from shardsense.clickhouse import connect
+    from shardsense.schema import apply_schema
     from shardsense.settings import Settings
 
-    parser = argparse.ArgumentParser(prog="python -m dash_app.screenshots", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.screenshots", description=__doc__)
     parser.add_argument("--out", default="docs/img", help="folder for the PNGs")
     parser.add_argument("--clickhouse-url", default="", help="default: a fresh temporary chDB")
     parser.add_argument("--job-id", default="demo")

@@ -1,4 +1,4 @@
-"""Apply ``infra/clickhouse/*.sql`` in name order, once each, on chDB or a server.
+"""Apply ``shardsense/schema/*.sql`` in name order, once each, on chDB or a server.
 
 Every statement is idempotent (``IF NOT EXISTS``); applied files are recorded
 with a checksum in ``schema_migrations`` so that a file edited after it was
@@ -15,7 +15,8 @@ from shardsense.errors import MigrationError
 
 __all__ = ["SCHEMA_DIR", "apply_schema", "split_statements"]
 
-SCHEMA_DIR = Path(__file__).with_name("clickhouse")
+#: The schema files; every service applies them at start-up (idempotent).
+SCHEMA_DIR = Path(__file__).parent
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations

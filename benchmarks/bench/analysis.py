@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from producers.bench.oracle import (
+from benchmarks.bench.oracle import (
     adaptation_steps,
     clairvoyant,
     critical_path,
@@ -24,7 +24,7 @@ from producers.bench.oracle import (
     persistent,
     window_ratio,
 )
-from producers.bench.scenarios import Scenario
+from benchmarks.bench.scenarios import Scenario
 
 __all__ = ["WARMUP", "analyse", "delays", "goals", "static_overhead"]
 

@@ -1,6 +1,6 @@
 """What ShardSense's loader costs a training loop: side by side with a plain DataLoader.
 
-Run: ``python -m producers.overhead_bench [--step-ms 10] [--steps 200] [--rounds 5]
+Run: ``python -m benchmarks.overhead [--step-ms 10] [--steps 200] [--rounds 5]
 [--bootstrap HOST:PORT]``. Not a timed test: a report (rich table) for people.
 
 Both loops read the same in-memory dataset at the same batch size and "train"
@@ -121,7 +121,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m producers.overhead_bench",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--step-ms", type=float, default=10.0, help="simulated step (ms)")
     parser.add_argument("--steps", type=int, default=200, help="steps per loop and round")

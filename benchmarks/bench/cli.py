@@ -4,7 +4,7 @@ Spawns ``--ranks`` gloo processes on this machine, runs every scenario with
 DistributedSampler (static) and with ShardSense, then writes results.json,
 results.md and bench.png to ``--out-dir`` and prints the table. The
 ShardSense path measured is the in-process closed loop of
-``producers.bench.loop`` (no Kafka): same runtime, policy and plan algorithm.
+``benchmarks.bench.loop`` (no Kafka): same runtime, policy and plan algorithm.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from producers.bench.scenarios import SCENARIO_NAMES, BenchConfig, catalogue
+from benchmarks.bench.scenarios import SCENARIO_NAMES, BenchConfig, catalogue
 
 __all__ = ["build_parser", "main", "run_bench"]
 
@@ -60,8 +60,8 @@ def run_bench(cfg: BenchConfig, on_event: Any = None) -> list[dict[str, Any]]:
     """Spawn the ranks, collect rank 0's run results (in order); raise if a rank fails."""
     import torch.multiprocessing as mp
 
-    from infra.broker import free_port
-    from producers.bench.worker import rank_main
+    from benchmarks.bench.worker import rank_main
+    from shardsense.net import free_port
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(BenchConfig(), scenarios=names, steps=steps, world=args.ranks,
                   base_delay_s=args.base_delay_ms / 1000.0, timing=args.timing,
                   sync_every=args.sync_every)
-    from producers.bench import report
+    from benchmarks.bench import report
 
     started = time.time()
     with report.progress(cfg) as on_event:

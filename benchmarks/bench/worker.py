@@ -27,9 +27,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from benchmarks.bench.loop import BenchSink, InProcessPlanner
+from benchmarks.bench.scenarios import BenchConfig, Scenario, catalogue
 from planner_service.policy import PolicyConfig
-from producers.bench.loop import BenchSink, InProcessPlanner
-from producers.bench.scenarios import BenchConfig, Scenario, catalogue
 from producers.engine import ShardSenseRuntime
 from producers.memory import InMemoryMapSource
 
@@ -144,7 +144,7 @@ def _policy_config(cfg: BenchConfig, train: TensorDataset) -> PolicyConfig:
 
 
 def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any]:
-    """ShardSenseRuntime + the in-process closed loop of ``producers.bench.loop``.
+    """ShardSenseRuntime + the in-process closed loop of ``benchmarks.bench.loop``.
 
     Timing windows travel on their own gloo group, asynchronously: issued two
     steps before each of the runtime's sync points and collected one step

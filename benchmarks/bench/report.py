@@ -1,6 +1,6 @@
 """The bench's outputs: progress, terminal table, results.md, bench.png, README block.
 
-Everything here formats what :mod:`producers.bench.analysis` computed; the
+Everything here formats what :mod:`benchmarks.bench.analysis` computed; the
 machine description is part of every output because on a shared 2-core box
 the absolute numbers mean little without it (the ratios, measured side by side
 in one run, are what to read).
@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from producers.bench.analysis import WARMUP, analyse, goals, static_overhead
-from producers.bench.scenarios import BenchConfig, Scenario
+from benchmarks.bench.analysis import WARMUP, analyse, goals, static_overhead
+from benchmarks.bench.scenarios import BenchConfig, Scenario
 
 __all__ = ["build", "machine", "markdown", "plot", "print_table", "progress", "update_readme"]
 

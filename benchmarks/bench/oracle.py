@@ -2,7 +2,7 @@
 
 Every array here is ``(steps, world)`` (per-sample delays, batch sizes) or
 ``(steps,)`` (step times). The injected delay is the only per-sample work that
-matters (see :mod:`producers.bench.scenarios`), so the fastest a step can be is
+matters (see :mod:`benchmarks.bench.scenarios`), so the fastest a step can be is
 ``B / sum_r speed_r`` plus a fixed per-step overhead (gradient all-reduce,
 Python, the optimiser) that no assignment can remove; that overhead is measured
 from the static run of the same scenario (``median(measured - injected path)``).

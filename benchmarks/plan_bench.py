@@ -1,6 +1,6 @@
 """Planner benchmark: plan quality of every algorithm side by side, and planning time at scale.
 
-``python -m planner_service.bench`` prints, from one run:
+``python -m benchmarks.plan_bench`` prints, from one run:
 
 - quality per scenario and algorithm: predicted step time over the fractional
   lower bound ``B / sum(speeds)`` (goal <= 1.01) and over the best step time any
@@ -190,7 +190,7 @@ def _mark(text: str, ok: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the benchmark tables; always 0 (red cells mark missed goals)."""
-    parser = argparse.ArgumentParser(prog="python -m planner_service.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.plan_bench", description=__doc__)
     parser.add_argument("--ranks", type=int, default=1024)
     parser.add_argument("--shards", type=int, default=65536)
     parser.add_argument("--per-rank-batch", type=int, default=128)

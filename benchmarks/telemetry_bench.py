@@ -1,6 +1,6 @@
 """What ``KafkaTimingSink.offer`` costs the training thread, with a live broker and a dead one.
 
-Run: ``python -m producers.telemetry_bench [--calls N] [--bootstrap HOST:PORT]`` (without
+Run: ``python -m benchmarks.telemetry_bench [--calls N] [--bootstrap HOST:PORT]`` (without
 ``--bootstrap`` it starts the embedded broker on a free loopback port). Two figures per case:
 
 * ``paced``: offers in bursts of 100 with pauses between, so the sender thread packs while
@@ -8,7 +8,7 @@ Run: ``python -m producers.telemetry_bench [--calls N] [--bootstrap HOST:PORT]``
 * ``tight``: back-to-back offers; includes the GIL time the sender thread takes meanwhile,
   and, with a dead broker, the drop path once the bounded queue is full.
 
-``offer_cost_ns`` is the seam for ``producers.bench``: any sink with ``offer`` will do.
+``offer_cost_ns`` is the seam for ``benchmarks.bench``: any sink with ``offer`` will do.
 """
 
 from __future__ import annotations
@@ -79,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON rows instead")
     args = parser.parse_args(argv)
 
-    from infra.broker import EmbeddedBroker, free_port
+    from infra.broker import EmbeddedBroker
     from shardsense.kafka import create_topics
+    from shardsense.net import free_port
     from shardsense.settings import Settings
 
     tag = uuid.uuid4().hex[:8]
