@@ -20,13 +20,13 @@ measures with the latter, to show the difference.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 
-from planner_service.policy import Decision, PlanPolicy, PolicyConfig
+from planner_service.policy import Decision, Outcome, PlanPolicy, PolicyConfig
 from producers.memory import InMemoryMapSource
 from shardsense.events import Prediction, new_event_id
+from shardsense.ewma import EwmaVar
 
 __all__ = ["BenchSink", "EwmaPredictor", "InProcessPlanner"]
 
@@ -83,32 +83,30 @@ class EwmaPredictor:
     def __init__(self, alpha: float = 0.3, shift: float = 0.4, confirm: int = 2,
                  prior_cv: float = 0.1) -> None:
         self.alpha, self.shift, self.confirm, self.prior_cv = alpha, shift, confirm, prior_cv
-        self.value: dict[int, float] = {}
-        self.var: dict[int, float] = {}
+        self.smoothed: dict[int, EwmaVar] = {}
         self._pending: dict[int, list[float]] = {}
 
-    def update(self, rank: int, tps: float) -> float:
-        old = self.value.get(rank)
+    def update(self, rank: int, time_per_sample_s: float) -> float:
+        x = time_per_sample_s
+        known = self.smoothed.get(rank)
+        old = None if known is None else known.value
         pending = self._pending.setdefault(rank, [])
-        if old is not None and abs(tps / old - 1.0) > self.shift and (
-            not pending or (pending[-1] > old) == (tps > old)
+        if old is not None and abs(x / old - 1.0) > self.shift and (
+            not pending or (pending[-1] > old) == (x > old)
         ):
-            pending.append(tps)
+            pending.append(x)
         else:
             pending.clear()
-        if old is None or len(pending) >= self.confirm:
-            self.value[rank], self.var[rank] = tps, (self.prior_cv * tps) ** 2
+        if known is None or len(pending) >= self.confirm:
+            known = self.smoothed[rank] = EwmaVar(self.alpha)
             pending.clear()
-        else:
-            a, delta = self.alpha, tps - old
-            self.value[rank] = old + a * delta
-            self.var[rank] = (1.0 - a) * (self.var[rank] + a * delta * delta)
-        return self.value[rank]
+            return known.reset(x, self.prior_cv)
+        return known.update(x)
 
     def uncertainty(self, rank: int) -> float:
-        """Standard error of the smoothed value (an EWMA keeps a/(2-a) of the variance)."""
-        a = self.alpha
-        return math.sqrt(self.var.get(rank, 0.0) * a / (2.0 - a))
+        """Standard error of the smoothed value (:attr:`EwmaVar.stderr`)."""
+        known = self.smoothed.get(rank)
+        return 0.0 if known is None else known.stderr
 
 
 class InProcessPlanner:
@@ -138,10 +136,10 @@ class InProcessPlanner:
             return
         median = statistics.median(preds.values())
         now = time.time()
-        for r, tps in preds.items():
-            slowdown = tps / median if median > 0 else 1.0
+        for r, time_per_sample_s in preds.items():
+            slowdown = time_per_sample_s / median if median > 0 else 1.0
             self.policy.observe_prediction(Prediction(
-                self.job_id, r, new_event_id(), now, time_per_sample_s=tps,
+                self.job_id, r, new_event_id(), now, time_per_sample_s=time_per_sample_s,
                 uncertainty_s=self.predictor.uncertainty(r), slowdown=slowdown,
                 straggler=slowdown >= self.straggler_slowdown,
                 based_on_step=step,
@@ -150,6 +148,6 @@ class InProcessPlanner:
         if decision is None:
             return
         self.decisions.append((step, decision))
-        if decision.decision == "published" and decision.shard_map is not None:
+        if decision.outcome is Outcome.PUBLISHED and decision.shard_map is not None:
             self.maps.publish(decision.shard_map)
             self.policy.observe_map(decision.shard_map)

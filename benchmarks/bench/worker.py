@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from benchmarks.bench.loop import BenchSink, InProcessPlanner
 from benchmarks.bench.scenarios import BenchConfig, Scenario, catalogue
-from planner_service.policy import PolicyConfig
+from planner_service.policy import Outcome, PolicyConfig
 from producers.engine import ShardSenseRuntime
 from producers.memory import InMemoryMapSource
 
@@ -183,7 +183,7 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any
                 if planner is not None:
                     planner.on_window(pending[1], [r[0] for r in rows], [r[1] for r in rows])
                     windows.append({"step": run.step,
-                                    "tps": [r[0] / max(r[1], 1.0) for r in rows]})
+                                    "time_per_sample_s": [r[0] / max(r[1], 1.0) for r in rows]})
                 pending = None
             if (key[1] + 2) % cfg.sync_every == 0 and not done:
                 window = torch.tensor(sink.drain(), dtype=torch.float64)
@@ -202,9 +202,9 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any
     for key in keys:
         version = sink.versions.get(key, version)
         sizes.append(list(by_version[version]))
-    decisions = [{"step": s, "decision": d.decision, "reason": d.reason,
+    decisions = [{"step": s, "decision": d.outcome.value, "reason": d.reason,
                   "batch_sizes": d.batch_sizes} for s, d in planner.decisions
-                 if d.decision != "skipped"]
+                 if d.outcome is not Outcome.SKIPPED]
     return {"batch_sizes": sizes, "windows": windows, "decisions": decisions,
             "maps_published": len(maps.published)}
 

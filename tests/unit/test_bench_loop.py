@@ -52,4 +52,4 @@ def test_planner_publishes_a_map_that_shrinks_the_slow_rank():
     latest = maps.latest()
     assert latest is not None and latest.map_version == 2
     assert latest.batch_sizes[3] in (9, 10) and sum(latest.batch_sizes) == 64
-    assert [d.decision for _, d in planner.decisions].count("published") == 1
+    assert [d.outcome for _, d in planner.decisions].count("published") == 1
