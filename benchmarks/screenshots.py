@@ -1,11 +1,12 @@
 """Screenshots of the three console pages, taken in headless Debian chromium via Playwright.
 
-Writes ``docs/img/console-{live,planner,sql}.png`` from the demo scenario in a
-fresh temporary chDB (or ``--clickhouse-url``). Playwright's own browser download
+Writes ``docs/img/console-{live,planner,sql}.png`` from a fixture run (a simulated
+fleet through the real predictor and planner policy, ``benchmarks.console_fixture``)
+in a fresh temporary chDB (or ``--clickhouse-url``). Playwright's own browser download
 does not work here, so it drives ``/usr/bin/chromium`` (apt: chromium); the
 browser tests share :func:`launch_chromium`.
 
-Usage: ``python -m benchmarks.screenshots [--out docs/img]``.
+Usage: ``shardsense screenshots [--out docs/img]``.
 """
 
 from __future__ import annotations
@@ -94,14 +95,14 @@ def _save(page: Any, path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Feed the demo scenario, serve the console on a free loopback port, shoot each page."""
-    from dash_app.scenario import write_scenario
+    """Write a fixture run, serve the console on a free loopback port, shoot each page."""
+    from benchmarks.console_fixture import write_run
     from dash_app.server import ConsoleServer
     from shardsense.clickhouse import connect
     from shardsense.schema import apply_schema
     from shardsense.settings import Settings
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.screenshots", description=__doc__)
+    parser = argparse.ArgumentParser(prog="shardsense screenshots", description=__doc__)
     parser.add_argument("--out", default="docs/img", help="folder for the PNGs")
     parser.add_argument("--clickhouse-url", default="", help="default: a fresh temporary chDB")
     parser.add_argument("--job-id", default="demo")
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         client = connect(url)
         apply_schema(client)
-        write_scenario(client, args.job_id)
+        write_run(client, args.job_id)
         settings = Settings.from_env({}, clickhouse_url=url, job_id=args.job_id)
         with ConsoleServer(settings, client=client, port=0) as server:
             for path in shoot(server.url, Path(args.out)):
