@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -211,11 +212,7 @@ def load_recorded(path: str) -> np.ndarray:
     return wide.dropna().to_numpy()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the MAE table, the ratios to EWMA and the detection figures."""
-    from rich.console import Console
-    from rich.table import Table
-
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shardsense eval", description=__doc__.split("\n")[0])
     p.add_argument("--ticks", type=int, default=1500, help="batches per synthetic fleet")
     p.add_argument("--workers", type=int, default=8)
@@ -224,9 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=72, help="detection trials")
     p.add_argument("--traces", nargs="*", default=[], help="recorded runs (csv/parquet)")
     p.add_argument("--check", action="store_true", help="exit 1 if a goal is missed")
-    args = p.parse_args(argv)
-    console = Console(width=150)
-    started = time.perf_counter()
+    return p
+
+
+def _score(args: argparse.Namespace, console: Any) -> list[tuple[str, Scores]]:
+    """Scores per synthetic family (summed over seeds) and per recorded trace."""
     rows: list[tuple[str, Scores]] = []
     for family in FAMILIES:
         total = Scores(dict.fromkeys((*MODELS, "oracle"), 0.0))
@@ -245,6 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[yellow]skipped recorded trace {path}: {exc}[/]")
     if not args.traces:
         console.print("no recorded DDP traces given (--traces run.csv): synthetic families only")
+    return rows
+
+
+def _mae_table(rows: list[tuple[str, Scores]], misses: list[str], notes: list[str]) -> Any:
+    """The MAE table; appends missed goals and unattainable ones to ``misses`` / ``notes``."""
+    from rich.table import Table
+
     table = Table(title="Progressive validation: MAE (µs per sample) and ratio to EWMA")
     table.add_column("family")
     for m in (*MODELS, "oracle"):
@@ -252,8 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for m in ("hybrid", "auto", "oracle"):
         table.add_column(f"{m}/ewma", justify="right")
     table.add_column("gain captured", justify="right")
-    misses: list[str] = []
-    notes: list[str] = []
     for family, s in rows:
         ewma = s.mae_us("ewma")
         ratio = s.mae_us("hybrid") / ewma
@@ -272,23 +276,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                 misses.append(f"{family}: hybrid/ewma {ratio:.3f} > 0.75")
         if family == "noise" and ratio > 1.05:
             misses.append(f"noise: hybrid/ewma {ratio:.3f} > 1.05")
-    console.print(table)
+    return table
+
+
+def _detection_line(args: argparse.Namespace, misses: list[str]) -> str:
+    """The onset-detection figures; appends missed goals to ``misses``."""
     delays, missed, false_alarms, clean = detection(args.trials, ticks=args.ticks,
                                                     workers=args.workers)
     per10k = 1e4 * false_alarms / max(clean, 1)
     d = np.array(delays or [0])
     within = float(np.percentile(d, DETECT_QUANTILE))
-    console.print(
-        f"onset detection (1.5x, {args.trials} fleets): delay median {np.median(d):.0f}, "
-        f"p90 {np.percentile(d, 90):.0f}, p{DETECT_QUANTILE} {within:.0f}, max {d.max()} "
-        f"batches; missed {missed}; false alarms {false_alarms} in {clean} batches = "
-        f"{per10k:.2f} per 10k"
-    )
     if within > DETECT_WITHIN or missed:
         misses.append(f"detection: p{DETECT_QUANTILE} delay {within:.0f} batches, "
                       f"{missed} missed")
     if per10k >= 1:
         misses.append(f"false alarms {per10k:.2f} per 10k")
+    return (
+        f"onset detection (1.5x, {args.trials} fleets): delay median {np.median(d):.0f}, "
+        f"p90 {np.percentile(d, 90):.0f}, p{DETECT_QUANTILE} {within:.0f}, max {d.max()} "
+        f"batches; missed {missed}; false alarms {false_alarms} in {clean} batches = "
+        f"{per10k:.2f} per 10k"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the MAE table, the ratios to EWMA and the detection figures."""
+    from rich.console import Console
+
+    args = _parser().parse_args(argv)
+    console = Console(width=150)
+    started = time.perf_counter()
+    misses: list[str] = []
+    notes: list[str] = []
+    console.print(_mae_table(_score(args, console), misses, notes))
+    console.print(_detection_line(args, misses))
     for note in notes:
         console.print(f"note: {note}")
     console.print(f"goals: {'all met' if not misses else '; '.join(misses)} "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import tempfile
 import time
 import uuid
@@ -119,9 +120,8 @@ def _stages(stats: dict[str, float], hook_stats: list[dict[str, float]]) -> str:
     return " (".join(parts) + ")" * (len(parts) - 1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput",
-                                description=__doc__.split("\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shardsense throughput", description=__doc__.split("\n")[0])
     p.add_argument("--backlog", type=int, default=1_000_000, help="timings for phase 1")
     p.add_argument("--rate", type=float, default=100_000, help="timings/s for phase 2")
     p.add_argument("--seconds", type=float, default=10.0, help="length of phase 2")
@@ -130,7 +130,90 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--kafka-bootstrap", default="")
     p.add_argument("--clickhouse-url", default="")
-    args = p.parse_args(argv)
+    return p
+
+
+def _settings(args: argparse.Namespace, bootstrap: str, tmp: str) -> Settings:
+    """A fresh job with its own topics; no retrain (the bench measures the pipeline)."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings.from_env(
+        {}, kafka_bootstrap=bootstrap, data_dir=tmp,
+        clickhouse_url=args.clickhouse_url or f"chdb://{tmp}/ch", job_id=f"bench-{tag}",
+        topic_timings=f"bench-{tag}.timings", topic_predictions=f"bench-{tag}.predictions",
+        topic_shard_maps=f"bench-{tag}.maps", topic_dead_letters=f"bench-{tag}.dead",
+        topic_partitions=args.partitions, processor_retrain_s=0,
+    )
+
+
+def _phases(args: argparse.Namespace, settings: Settings, client: Any,
+            bodies: list[bytes]) -> tuple[float, float, int, float]:
+    """Warm-up, then capacity and paced phases: (capacity, paced start time, paced, elapsed)."""
+    # The ranks' producers are other processes: so are these (no shared GIL).
+    ctx = multiprocessing.get_context("spawn")
+
+    def produce(total: int, rate: float) -> float:
+        started = time.perf_counter()
+        child = ctx.Process(target=_produce, args=(settings, bodies, total, rate))
+        child.start()
+        child.join()
+        return started
+
+    produce(args.per_report, 0)  # warm-up: group joined, models imported
+    _wait_rows(client, settings.job_id, args.per_report, timeout=120)
+    base = _count(client, settings.job_id)
+    backlog = args.backlog // args.per_report * args.per_report
+    t0 = produce(backlog, 0)
+    _wait_rows(client, settings.job_id, base + backlog, timeout=600)
+    burst_s = time.perf_counter() - t0
+    capacity = backlog / burst_s
+    print(f"capacity: {backlog:,} timings produced unthrottled -> rows in "
+          f"{burst_s:.1f}s = {capacity:,.0f} timings/s end-to-end")
+    mark = time.time()
+    paced = int(args.rate * args.seconds) // args.per_report * args.per_report
+    t0 = produce(paced, args.rate)
+    _wait_rows(client, settings.job_id, base + backlog + paced, timeout=300)
+    return capacity, mark, paced, time.perf_counter() - t0
+
+
+def _report(args: argparse.Namespace, settings: Settings, client: Any, stats: dict[str, Any],
+            hook_stats: list[dict[str, float]], run: tuple[float, float, int, float]) -> None:
+    """Latency, deduplication and per-stage figures from ClickHouse and the counters."""
+    capacity, mark, paced, elapsed = run
+    job = {"j": settings.job_id}
+    lat = client.query(
+        "SELECT quantile(0.5)(d), quantile(0.99)(d), max(d), count(),"
+        " toFloat64(max(ingest_ts)) - toFloat64(min(report_ts)) FROM ("
+        " SELECT toFloat64(ingest_ts) - toFloat64(report_ts) AS d, ingest_ts, report_ts"
+        " FROM batch_timings WHERE job_id = {j:String} AND report_ts >"
+        # the first report waits for the producer's id (see _produce): skip it
+        "  (SELECT min(report_ts) FROM batch_timings WHERE job_id = {j:String}"
+        "   AND report_ts >= fromUnixTimestamp64Micro({m:Int64})))",
+        parameters={**job, "m": int(mark * 1e6)},
+    ).result_rows[0]
+    dedup = client.query(
+        "SELECT count(), uniqExact(event_id, seq) FROM v_batch_timings"
+        " WHERE job_id = {j:String}", parameters=job).result_rows[0]
+    features = client.query(
+        "SELECT count() FROM v_worker_features WHERE job_id = {j:String}",
+        parameters=job).result_rows[0][0]
+    print(f"paced: {paced:,} timings offered at {args.rate:,.0f}/s: second report sent -> "
+          f"last row in {lat[4]:.1f}s = {lat[3] / lat[4]:,.0f} timings/s end-to-end "
+          f"({elapsed:.1f}s with the producer's start)")
+    print(f"report->row latency (paced phase after its first report, {lat[3]:,} rows): "
+          f"p50 {lat[0]:.3f}s "
+          f"p99 {lat[1]:.3f}s max {lat[2]:.3f}s")
+    print(f"rows: {dedup[0]:,} deduplicated timings ({dedup[1]:,} unique ids), "
+          f"{features:,} feature rows")
+    print("processor: " + _stages(stats, hook_stats))
+    ok = capacity >= 100_000 and lat[3] / lat[4] >= 0.95 * args.rate and lat[1] < 1.0
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
+          "(other processes share these cores)")
+    print(f"goal (capacity >= 100,000 timings/s, paced rate kept up, p99 < 1 s): "
+          f"{'met' if ok else 'MISSED'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     from shardsense.clickhouse import connect
     from shardsense.kafka import create_topics
@@ -146,87 +229,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from shardsense.net import free_port
 
             bootstrap = stack.enter_context(EmbeddedBroker(free_port())).bootstrap
-        tag = uuid.uuid4().hex[:8]
-        settings = Settings.from_env(
-            {}, kafka_bootstrap=bootstrap, data_dir=tmp,
-            clickhouse_url=args.clickhouse_url or f"chdb://{tmp}/ch", job_id=f"bench-{tag}",
-            topic_timings=f"bench-{tag}.timings", topic_predictions=f"bench-{tag}.predictions",
-            topic_shard_maps=f"bench-{tag}.maps", topic_dead_letters=f"bench-{tag}.dead",
-            topic_partitions=args.partitions, processor_retrain_s=0,
-        )
+        settings = _settings(args, bootstrap, tmp)
         create_topics(settings)
         client = connect(settings.resolved_clickhouse_url)
         apply_schema(client)
         bodies = payloads(settings.job_id, args.workers, args.per_report)
-
         hooks = default_hooks(settings, client)
         app = create_app(settings, client, hooks)
         proc = ProcessorThread(app).start()
-        # The ranks' producers are other processes: so are these (no shared GIL).
-        ctx = multiprocessing.get_context("spawn")
-
-        def produce(total: int, rate: float) -> float:
-            started = time.perf_counter()
-            child = ctx.Process(target=_produce, args=(settings, bodies, total, rate))
-            child.start()
-            child.join()
-            return started
-
         try:
-            produce(args.per_report, 0)  # warm-up: group joined, models imported
-            _wait_rows(client, settings.job_id, args.per_report, timeout=120)
-            base = _count(client, settings.job_id)
-            backlog = args.backlog // args.per_report * args.per_report
-            t0 = produce(backlog, 0)
-            _wait_rows(client, settings.job_id, base + backlog, timeout=600)
-            burst_s = time.perf_counter() - t0
-            capacity = backlog / burst_s
-            print(f"capacity: {backlog:,} timings produced unthrottled -> rows in "
-                  f"{burst_s:.1f}s = {capacity:,.0f} timings/s end-to-end")
-            mark = time.time()
-            paced = int(args.rate * args.seconds) // args.per_report * args.per_report
-            t0 = produce(paced, args.rate)
-            _wait_rows(client, settings.job_id, base + backlog + paced, timeout=300)
-            elapsed = time.perf_counter() - t0
+            run = _phases(args, settings, client, bodies)
         finally:
             proc.stop()
             for h in hooks:
                 getattr(h, "close", lambda: None)()
-        lat = client.query(
-            "SELECT quantile(0.5)(d), quantile(0.99)(d), max(d), count(),"
-            " toFloat64(max(ingest_ts)) - toFloat64(min(report_ts)) FROM ("
-            " SELECT toFloat64(ingest_ts) - toFloat64(report_ts) AS d, ingest_ts, report_ts"
-            " FROM batch_timings WHERE job_id = {j:String} AND report_ts >"
-            # the first report waits for the producer's id (see _produce): skip it
-            "  (SELECT min(report_ts) FROM batch_timings WHERE job_id = {j:String}"
-            "   AND report_ts >= fromUnixTimestamp64Micro({m:Int64})))",
-            parameters={"j": settings.job_id, "m": int(mark * 1e6)},
-        ).result_rows[0]
-        dedup = client.query(
-            "SELECT count(), uniqExact(event_id, seq) FROM v_batch_timings"
-            " WHERE job_id = {j:String}",
-            parameters={"j": settings.job_id}).result_rows[0]
-        features = client.query(
-            "SELECT count() FROM v_worker_features WHERE job_id = {j:String}",
-            parameters={"j": settings.job_id}).result_rows[0][0]
         stats: dict[str, Any] = getattr(app, "shardsense_stats", {})
-        hook_stats = [getattr(h, "stats", {}) for h in hooks]
-        print(f"paced: {paced:,} timings offered at {args.rate:,.0f}/s: second report sent -> "
-              f"last row in {lat[4]:.1f}s = {lat[3] / lat[4]:,.0f} timings/s end-to-end "
-              f"({elapsed:.1f}s with the producer's start)")
-        print(f"report->row latency (paced phase after its first report, {lat[3]:,} rows): "
-              f"p50 {lat[0]:.3f}s "
-              f"p99 {lat[1]:.3f}s max {lat[2]:.3f}s")
-        print(f"rows: {dedup[0]:,} deduplicated timings ({dedup[1]:,} unique ids), "
-              f"{features:,} feature rows")
-        print("processor: " + _stages(stats, hook_stats))
-        ok = capacity >= 100_000 and lat[3] / lat[4] >= 0.95 * args.rate and lat[1] < 1.0
-        import os
-
-        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
-              "(other processes share these cores)")
-        print(f"goal (capacity >= 100,000 timings/s, paced rate kept up, p99 < 1 s): "
-              f"{'met' if ok else 'MISSED'}")
+        _report(args, settings, client, stats, [getattr(h, "stats", {}) for h in hooks], run)
     return 0
 
 

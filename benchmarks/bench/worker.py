@@ -129,7 +129,7 @@ def run_static(run: _Run, train: TensorDataset, world: int) -> dict[str, Any]:
     return {"batch_sizes": sizes}
 
 
-def _policy_config(cfg: BenchConfig, train: TensorDataset) -> PolicyConfig:
+def policy_config(cfg: BenchConfig, train: TensorDataset) -> PolicyConfig:
     """Planner knobs for an in-memory dataset: moving a shard is only an index change.
 
     The move cost is the shard's real bytes at the default bandwidth (negligible)
@@ -161,7 +161,7 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any
         compute_timing=cfg.timing,
     )
     runtime.attach(run.ddp)
-    planner = (InProcessPlanner(maps, "bench", _policy_config(cfg, train))
+    planner = (InProcessPlanner(maps, "bench", policy_config(cfg, train))
                if run.rank == 0 else None)
     group = dist.new_group(backend="gloo")
     loader = runtime.get_dataloader()

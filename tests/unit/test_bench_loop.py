@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset  # noqa: E402
 
 from benchmarks.bench.loop import BenchSink, EwmaPredictor, InProcessPlanner  # noqa: E402
 from benchmarks.bench.scenarios import BenchConfig  # noqa: E402
-from benchmarks.bench.worker import _policy_config  # noqa: E402
+from benchmarks.bench.worker import policy_config  # noqa: E402
 from producers.maps import JobShape, elastic_map  # noqa: E402
 from producers.memory import InMemoryMapSource  # noqa: E402
 
@@ -46,7 +46,7 @@ def test_planner_publishes_a_map_that_shrinks_the_slow_rank():
     maps = InMemoryMapSource(elastic_map(job, 1, 4, None, reason="first"))
 
     train = TensorDataset(torch.zeros(1437, 64), torch.zeros(1437, dtype=torch.long))
-    planner = InProcessPlanner(maps, "bench", _policy_config(BenchConfig(), train))
+    planner = InProcessPlanner(maps, "bench", policy_config(BenchConfig(), train))
     for step in range(2, 40, 4):
         planner.on_window(step, [0.048, 0.048, 0.048, 0.096], [16, 16, 16, 16])
     latest = maps.latest()

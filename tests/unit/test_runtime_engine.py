@@ -251,22 +251,24 @@ def test_prefetching_worker_processes_never_see_a_map_change_they_already_passed
     rt.close()
 
 
-def test_attached_hook_turns_compute_time_into_busy_time():
+def test_attached_hook_turns_compute_time_into_busy_time(monkeypatch):
     import time
 
     class FakeDDP:  # stands in for DistributedDataParallel: keeps the registered state
         def register_comm_hook(self, state, hook):
             self.state = state
 
+    clock = [100.0]  # the loader's perf_counter, advanced by the "training step" below
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
     sink = InMemoryTimingSink()
     rt = make(n=48, world=1, batch=8, sink=sink)
     model = rt.attach(FakeDDP())
     for _batch in rt.get_dataloader(0):
-        time.sleep(0.002)
-        model.state.ready_at = time.perf_counter()  # "gradients ready": the hook's stamp
-        time.sleep(0.05)  # waiting for peers in the all-reduce
+        clock[0] += 0.0025  # this rank's own forward and backward
+        model.state.ready_at = clock[0]  # "gradients ready": the hook's stamp
+        clock[0] += 0.05  # waiting for peers in the all-reduce
     assert model.state.scale == 1.0
-    # busy ~2 ms, never the 50 ms spent waiting (wide margin for a loaded machine)
+    # busy 2.5 ms, never the 50 ms spent waiting
     assert all(0.002 <= r.compute_s < 0.045 for r in sink.records), sink.records[:3]
     with pytest.raises(ValueError, match="model"):
         rt.attach(object())
