@@ -294,8 +294,8 @@ def readonly_client(url: str, *, timeout_s: int, max_rows: int) -> Any:
             dsn=dsn, settings=readonly_settings(timeout_s, max_rows)
         )
     except Exception as exc:
-        if parts.scheme == "chdb":
-            raise
+        if parts.scheme == "chdb" or "readonly" not in str(exc).lower():
+            raise  # only a read-only user's refusal to take the limits falls back
         log.warning("console SQL: limits not settable for this user (%s); using its profile", exc)
         client = clickhouse_connect.get_client(dsn=dsn)
     mode = client.query("SELECT value FROM system.settings WHERE name = 'readonly'").result_rows
