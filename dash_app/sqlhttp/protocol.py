@@ -47,10 +47,10 @@ TRANSPORT = frozenset({
     "http_response_buffer_size", "http_wait_end_of_query", "stacktrace",
 })
 #: Limits a client may lower, never raise (0 means "no limit", so it keeps the session's).
-TIGHTEN_ONLY = frozenset({"max_execution_time", "max_result_rows", "max_result_bytes"})
+TIGHTEN_ONLY = frozenset({"max_execution_time", "max_result_rows", "max_result_bytes", "limit"})
 #: Settings that only shape the output (or the parsing of literals); harmless to apply.
 OUTPUT_SETTINGS = frozenset({
-    "limit", "offset", "extremes", "date_time_output_format", "date_time_input_format",
+    "offset", "extremes", "date_time_output_format", "date_time_input_format",
     "session_timezone", "join_use_nulls", "cast_string_to_dynamic_use_inference",
     "output_format_json_quote_64bit_integers", "output_format_json_quote_64bit_floats",
     "output_format_json_quote_denormals", "output_format_json_quote_decimals",
@@ -153,15 +153,16 @@ class QueryRequest:
 
 def credentials(headers: Mapping[str, str], args: Mapping[str, str]) -> tuple[str, str] | None:
     """``(user, password)`` from Basic auth, X-ClickHouse-User/Key or ``?user=&password=``."""
-    auth = headers.get("Authorization", "")
+    headers = {k.lower(): v for k, v in headers.items()}
+    auth = headers.get("authorization", "")
     if auth.lower().startswith("basic "):
         try:
             user, _, password = base64.b64decode(auth[6:].strip()).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return ("", "\0invalid")
         return user, password
-    if "X-ClickHouse-User" in headers:
-        return headers["X-ClickHouse-User"], headers.get("X-ClickHouse-Key", "")
+    if "x-clickhouse-user" in headers:
+        return headers["x-clickhouse-user"], headers.get("x-clickhouse-key", "")
     if "user" in args:
         return args["user"], args.get("password", "")
     return None

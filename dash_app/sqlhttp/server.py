@@ -25,10 +25,16 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def endpoint_settings(settings: Settings) -> dict[str, Any]:
-    """The console's read-only limits, plus HTTP compression on (clients see it as set)."""
+    """The console's read-only limits, the row limit exact, HTTP compression on.
+
+    The console cuts its frame at the row limit itself; here ``limit`` does it
+    (on the outermost result only), as ``result_overflow_mode='break'`` stops
+    at a block boundary. Clients read ``enable_http_compression`` as set.
+    """
     limits = readonly_settings(settings.console_sql_timeout_s, settings.console_sql_max_rows)
     readonly = limits.pop("readonly")
-    return {**limits, "enable_http_compression": 1, "readonly": readonly}
+    return {**limits, "limit": settings.console_sql_max_rows, "enable_http_compression": 1,
+            "readonly": readonly}
 
 
 class SqlServer(ThreadedServer):

@@ -62,7 +62,8 @@ def test_limits_only_tighten_and_output_settings_apply() -> None:
     assert sort_settings({"max_execution_time": "3"}, SESSION) == {"max_execution_time": "3"}
     assert sort_settings({"max_execution_time": "0"}, SESSION) == {}  # 0 = unlimited: no
     assert sort_settings({"max_result_rows": "10"}, SESSION) == {"max_result_rows": "10"}
-    assert sort_settings({"limit": "100"}, SESSION) == {"limit": "100"}
+    assert sort_settings({"limit": "100"}, SESSION) == {"limit": "100"}  # Grafana's row limit
+    assert sort_settings({"limit": "100"}, {**SESSION, "limit": "50"}) == {}
     assert sort_settings({"output_format_json_quote_64bit_integers": "0"}, SESSION) == {
         "output_format_json_quote_64bit_integers": "0"}
 
