@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
@@ -65,8 +66,13 @@ def main(
     seconds: float = 30.0,
     services: tuple[str, ...] = ("processor", "planner", "console"),
     cfg: DemoConfig | None = None,
+    keep: bool = False,
 ) -> int:
-    """Run ``seconds`` of simulated training through the pipeline and report per epoch."""
+    """Run ``seconds`` of simulated training through the pipeline and report per epoch.
+
+    One live view while it trains, then the per-epoch table and what ClickHouse
+    holds, once; with ``keep`` the stack stays up for the console and SQL until Ctrl-C.
+    """
     from stream_processors.app import ProcessorThread, create_app
     from stream_processors.service import default_hooks
 
@@ -81,7 +87,7 @@ def main(
     processor = maps = None
     sinks: list[KafkaTimingSink] = []
     try:
-        console.print(stack.banner().replace("Ctrl-C to stop", "demo running"))
+        console.print(stack.banner().replace("Ctrl-C to stop", "demo running (Ctrl-C stops)"))
         if "processor" in services:
             app = create_app(settings, stack.client, default_hooks(settings, stack.client))
             processor = ProcessorThread(app, log_level="WARNING").start()
@@ -101,8 +107,8 @@ def main(
         console.print(_epoch_table(rows, cfg))
         if stack.client is not None:
             console.print(summary(stack.client, settings.job_id))
-        if stack.console_url:
-            console.print(f"console: {stack.console_url}")
+        if keep:
+            _keep(console, stack)
         return 0
     finally:
         for sink in sinks:
@@ -112,6 +118,18 @@ def main(
         if processor is not None:
             processor.stop()
         stack.stop()
+
+
+def _keep(console: Console, stack: Stack) -> None:
+    """Serve the console and SQL endpoint (the processor and planner run on) until Ctrl-C."""
+    where = ", ".join(f"{name} {url}" for name, url in
+                      (("console", stack.console_url), ("SQL", stack.sql_url)) if url)
+    console.print(f"training done; the stack stays up ({where or 'no console'}). Ctrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping")
 
 
 def _train(
@@ -124,15 +142,17 @@ def _train(
     cfg: DemoConfig,
     seconds: float,
 ) -> list[dict[str, Any]]:
-    """Lockstep steps paced in real time; a newer map applies at the next epoch or step."""
+    """Lockstep steps paced in real time; a newer map applies at the next epoch or step.
+
+    Shown as one live view (progress and the latest epochs), gone when it ends.
+    """
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
-    epoch = 0
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training", total=seconds)
+    progress = Progress(console=console)
+    task = progress.add_task("training", total=seconds)
+    with Live(Group(progress), console=console, transient=True, refresh_per_second=4) as live:
         while time.monotonic() - started < seconds:
-            step_times = []
-            versions = set()
+            step_times, versions = [], set()
             for step in range(cfg.steps_per_epoch):
                 latest = maps.latest()
                 if (latest is not None and latest.map_version > current.map_version
@@ -144,25 +164,20 @@ def _train(
                 now = time.time()
                 for rank, sink in enumerate(sinks):
                     # a rank's own work, not its idle wait at the gradient barrier
-                    sink.offer(epoch, step, current.batch_sizes[rank], 0.0001, times[rank],
+                    sink.offer(len(rows), step, current.batch_sizes[rank], 0.0001, times[rank],
                                current.map_version, now)
                 step_times.append(step_time)
                 time.sleep(step_time)
                 progress.update(task, completed=time.monotonic() - started,
-                                description=f"epoch {epoch} step {step} map v{current.map_version}")
+                                description=f"epoch {len(rows)} step {step} "
+                                            f"map v{current.map_version}")
             share = [b / cfg.global_batch for b in current.batch_sizes]
             rows.append({
-                "epoch": epoch, "versions": sorted(versions),
+                "epoch": len(rows), "versions": sorted(versions),
                 "step_ms": 1000 * statistics.fmean(step_times),
                 "slow_share": sum(share[r] for r in cfg.slow_ranks) / len(cfg.slow_ranks),
             })
-            console.print(
-                f"epoch {epoch:3d}  map v{current.map_version:<3d} "
-                f"step {rows[-1]['step_ms']:6.1f} ms  "
-                f"lagging ranks' share {100 * rows[-1]['slow_share']:5.1f}% "
-                f"(equal {100 / cfg.world_size:.1f}%)"
-            )
-            epoch += 1
+            live.update(Group(progress, _epoch_table(rows[-6:], cfg)))
     return rows
 
 

@@ -44,7 +44,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from infra.stack import SERVICES
 
     services = _services(args.services) if args.services else SERVICES
-    return demo(settings, seconds=args.seconds, services=services)
+    return demo(settings, seconds=args.seconds, services=services, keep=args.keep)
 
 
 def _services(spec: str) -> tuple[str, ...]:
@@ -72,6 +72,12 @@ def _topics(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sql(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.sqlcli import main as sql
+
+    return sql(settings, args)
+
+
 def _settings(settings: Settings, args: argparse.Namespace) -> int:
     from shardsense.settings import reference_markdown
 
@@ -91,6 +97,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "migrate": ("apply the ClickHouse schema", _migrate),
     "topics": ("create the Kafka topics on an external cluster", _topics),
     "settings": ("print the configuration reference (Markdown)", _settings),
+    "sql": ("one read-only query against the stack or a ClickHouse URL", _sql),
 }
 
 
@@ -107,6 +114,7 @@ TOOLS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shardsense", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"shardsense {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -120,7 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "demo":
             p.add_argument("--seconds", type=float, default=30.0,
                            help="simulated training time (default 30)")
+            p.add_argument("--keep", action="store_true",
+                           help="keep the stack up after the run (console, SQL) until Ctrl-C")
+        if name == "sql":
+            import_module("infra.sqlcli").add_arguments(p)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shardsense")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

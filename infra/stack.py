@@ -52,6 +52,7 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.client: Any = None
         self.console_url: str | None = None
+        self.sql_url: str | None = None
         self._running: list[_Service] = []
 
     def start(self) -> Stack:
@@ -70,6 +71,7 @@ class Stack:
                 self._running.append(self._start_planner())
             if "console" in self.services:
                 self._running.append(self._start_console())
+                self._start_sql()
         except BaseException:
             self.stop()
             raise
@@ -90,6 +92,15 @@ class Stack:
         self.console_url = server.start()
         return server
 
+    def _start_sql(self) -> None:
+        """The read-only ClickHouse HTTP endpoint, beside the console (chDB only)."""
+        from dash_app.sqlhttp import start_sql_server
+
+        server = start_sql_server(self.settings)
+        if server is not None:
+            self.sql_url = server.url
+            self._running.append(server)
+
     def _write_state(self) -> None:
         """``<data_dir>/stack.json``: pids and ports, for operators and the shutdown test."""
         state = {
@@ -97,6 +108,7 @@ class Stack:
             "broker_pid": self.broker.pid if self.broker else None,
             "bootstrap": self.settings.bootstrap_servers,
             "console_url": self.console_url,
+            "sql_url": self.sql_url,
             "started": time.time(),
         }
         path = Path(self.settings.data_dir)
@@ -125,6 +137,8 @@ class Stack:
         ]
         if self.console_url:
             lines.append(f"  console     {self.console_url}")
+        if self.sql_url:
+            lines.append(f"  SQL         {self.sql_url} (ClickHouse HTTP, read-only)")
         lines.append("  Ctrl-C to stop")
         return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from shardsense.errors import (
     MigrationError,
     PortInUse,
     ShardSenseError,
+    SqlRefused,
     StackError,
 )
 from shardsense.events import (
@@ -49,6 +50,7 @@ __all__ = [
     "ShardMap",
     "ShardSenseError",
     "ShardSenseRuntime",
+    "SqlRefused",
     "StackError",
     "TimingReport",
     "decode",
