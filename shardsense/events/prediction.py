@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,11 +41,12 @@ class Prediction(Envelope):
     ...     "straggler": False, "based_on_step": 40})
     >>> p.forecast_offsets, p.forecast_confidence
     ([], 0.0)
-    >>> Prediction.from_dict({**p.to_dict(), "forecast_offsets": [5, 3],
-    ...     "forecast_time_per_sample_s": [0.02, 0.01]})
-    Traceback (most recent call last):
-    ...
-    shardsense.errors.InvalidEvent: bad_value: field 'forecast_offsets' must be strictly increasing offsets >= 1
+    >>> try:
+    ...     Prediction.from_dict({**p.to_dict(), "forecast_offsets": [5, 3],
+    ...                           "forecast_time_per_sample_s": [0.02, 0.01]})
+    ... except InvalidEvent as exc:
+    ...     print(exc.code)
+    bad_value
     """
 
     time_per_sample_s: float = 0.0
@@ -111,7 +113,7 @@ def _forecast(obj: dict[str, Any]) -> dict[str, Any]:
                            "'forecast_time_per_sample_s' must have the same length")
     if len(offsets) > MAX_FORECAST_POINTS:
         raise InvalidEvent("bad_value", f"a forecast holds at most {MAX_FORECAST_POINTS} points")
-    if any(b <= a for a, b in zip(offsets, offsets[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(offsets)):
         raise InvalidEvent("bad_value", "field 'forecast_offsets' must be strictly increasing "
                            "offsets >= 1")
     confidence = check_float(obj, "forecast_confidence", 0.0, 1.0) if (
