@@ -1,0 +1,1 @@
+"""Benchmarks and tools: composition roots that may import any service."""
