@@ -1,10 +1,13 @@
-"""``shardsense bench``: static vs ShardSense vs two oracles under injected stragglers.
+"""``shardsense bench``: static vs ShardSense vs oracles under injected stragglers.
 
-Spawns ``--ranks`` gloo processes on this machine, runs every scenario with
-DistributedSampler (static) and with ShardSense, then writes results.json,
-results.md and bench.png to ``--out-dir`` and prints the table. The
-ShardSense path measured is the in-process closed loop of
-``producers.bench.loop`` (no Kafka): same runtime, policy and plan algorithm.
+Spawns ``--ranks`` gloo processes on this machine and runs every scenario with
+each method of ``benchmarks.loop.methods``: DistributedSampler (static), the
+product path (real Kafka timing sink, embedded broker, Faust processor, planner
+service and map source, hosted by this process: ``benchmarks.loop.host``) on
+default settings and on a few settings overlays, and the old in-process loop
+as an ablation. It writes results.json, results.md, bench.png and stages.png
+to ``--out-dir`` and prints the tables, including the latency of every stage
+of the loop after each change of a rank's speed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.loop.methods import DEFAULT_METHODS, METHODS
 from producers.bench.scenarios import SCENARIO_NAMES, BenchConfig, catalogue
 
 __all__ = ["build_parser", "main", "run_bench"]
@@ -45,27 +49,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the runtime's compute_timing: 'auto' = each rank's busy time up to its "
                         "gradient all-reduce (default); 'step' = next()-to-next(), which "
                         "includes waiting for the slowest rank")
-    p.add_argument("--sync-every", type=int, default=4,
-                   help="the runtime's sync interval, also the planner's timing window "
-                        "(default 4)")
-    p.add_argument("--pipeline", choices=("inprocess",), default="inprocess",
-                   help="the ShardSense loop measured (only the in-process loop for now)")
+    p.add_argument("--sync-every", type=int, default=8,
+                   help="the runtime's sync interval, also the in-process loop's timing "
+                        "window (default 8, the runtime's default)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma list of " + ", ".join(f"{m.name} ({m.doc})"
+                                                     for m in METHODS.values())
+                        + "; static is always run (the baseline)")
+    p.add_argument("--epoch-steps", type=int, default=200,
+                   help="steps per epoch: the data set is repeated to this length (default "
+                        "200; the planner weighs a move's gain over one epoch)")
     p.add_argument("--readme", default="README.md",
                    help="replace the block between <!-- bench:start --> and <!-- bench:end --> "
                         "in this file, if it has them; '' to skip (never with --quick)")
     return p
 
 
-def run_bench(cfg: BenchConfig, on_event: Any = None) -> list[dict[str, Any]]:
-    """Spawn the ranks, collect rank 0's run results (in order); raise if a rank fails."""
+def run_bench(cfg: BenchConfig, on_event: Any = None, driver: Any = None
+              ) -> list[dict[str, Any]]:
+    """Spawn the ranks, collect rank 0's run results (in order); raise if a rank fails.
+
+    ``driver`` (a ``benchmarks.loop.driver.Driver``) answers rank 0's ``prepare``
+    before each run and completes each result with what the product path did.
+    """
     import torch.multiprocessing as mp
 
     from infra.broker import free_port
     from producers.bench.worker import rank_main
 
     ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = mp.spawn(rank_main, args=(cfg, free_port(), q), nprocs=cfg.world, join=False)
+    q, replies = ctx.Queue(), ctx.Queue()
+    procs = mp.spawn(rank_main, args=(cfg, free_port(), q, replies), nprocs=cfg.world,
+                     join=False)
     results: list[dict[str, Any]] = []
     errors: list[str] = []
 
@@ -74,7 +89,14 @@ def run_bench(cfg: BenchConfig, on_event: Any = None) -> list[dict[str, Any]]:
             msg = q.get(timeout=timeout)
         except queue_mod.Empty:
             return
-        if msg[0] == "result":
+        if msg[0] == "prepare":
+            if driver is None:
+                replies.put(None)
+            else:
+                driver.on_prepare(*msg[1:], replies)
+        elif msg[0] == "result":
+            if driver is not None:
+                driver.on_result(msg[1])
             results.append(msg[1])
         elif msg[0] == "error":
             errors.append(msg[1])
@@ -101,27 +123,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shardsense bench: unknown scenarios {unknown}; choose from "
               f"{', '.join(SCENARIO_NAMES)}", file=sys.stderr)
         return 2
+    methods = ("static", *(m for m in args.methods.split(",") if m and m != "static"))
+    if any(m not in METHODS for m in methods):
+        print(f"shardsense bench: unknown methods in {args.methods!r}; choose from "
+              f"{', '.join(METHODS)}", file=sys.stderr)
+        return 2
     steps = args.steps or (QUICK["steps"] if args.quick else 300)
-    if steps < 20 or args.ranks < 2:
-        print("shardsense bench: needs --steps >= 20 and --ranks >= 2", file=sys.stderr)
+    if steps < 20 or args.ranks < 2 or args.epoch_steps < 1:
+        print("shardsense bench: needs --steps >= 20, --ranks >= 2 and --epoch-steps >= 1",
+              file=sys.stderr)
         return 2
     cfg = replace(BenchConfig(), scenarios=names, steps=steps, world=args.ranks,
                   base_delay_s=args.base_delay_ms / 1000.0, timing=args.timing,
-                  sync_every=args.sync_every)
+                  sync_every=args.sync_every, methods=methods, epoch_steps=args.epoch_steps)
     from producers.bench import report
 
-    started = time.time()
-    with report.progress(cfg) as on_event:
-        results = run_bench(cfg, on_event)
     scenarios = catalogue(cfg.world, cfg.steps, cfg.base_delay_s)
+    started = time.time()
+    results = _run_with_host(cfg, scenarios, report)
     out = report.build(cfg, scenarios, results, argv=["shardsense", "bench",
-                       *(sys.argv[1:] if argv is None else argv)], seconds=time.time() - started,
-                       pipeline=args.pipeline)
+                       *(sys.argv[1:] if argv is None else argv)], seconds=time.time() - started)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(
         {**out, "config": asdict(cfg), "runs": results}, indent=1) + "\n")
     report.plot(out, results, out_dir / "bench.png")
+    from benchmarks.loop.timeline import plot_timeline
+
+    if plot_timeline(out, out_dir / "stages.png"):
+        print(f"wrote {out_dir}/stages.png")
     md = report.markdown(out, image="bench.png")
     (out_dir / "results.md").write_text(md)
     report.print_table(out)
@@ -134,6 +164,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote trace {path}")
     print(f"wrote {out_dir}/results.json, results.md, bench.png")
     return 0
+
+
+def _run_with_host(cfg: BenchConfig, scenarios: dict[str, Any], report: Any
+                   ) -> list[dict[str, Any]]:
+    """The ranks' runs, with the product path's services hosted here if a method needs them."""
+    from benchmarks.loop.driver import Driver
+    from benchmarks.loop.host import BenchHost
+
+    host = None
+    if any(METHODS[m].path == "product" for m in cfg.methods):
+        host = BenchHost().start()
+    try:
+        with report.progress(cfg) as on_event:
+            return run_bench(cfg, on_event, Driver(scenarios, host))
+    finally:
+        if host is not None:
+            host.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover
