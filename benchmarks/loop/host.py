@@ -150,10 +150,10 @@ class BenchHost:
             "timings": {n: [row[i] for row in timings] for i, n in enumerate(_TIMING_NAMES)},
             "decisions": [dict(zip(_DECISION_NAMES, row, strict=True)) for row in decisions],
             "predictions": [
-                {"arrived": t, "worker_id": p.worker_id, "ts": p.ts,
-                 "time_per_sample_s": p.time_per_sample_s, "slowdown": p.slowdown,
-                 "straggler": p.straggler, "based_on_step": p.based_on_step,
-                 "served": p.model_versions.get("served", "")}
+                {"arrived": round(t, 4), "worker_id": p.worker_id, "ts": round(p.ts, 4),
+                 "time_per_sample_s": float(f"{p.time_per_sample_s:.5g}"),
+                 "slowdown": round(p.slowdown, 4), "straggler": p.straggler,
+                 "based_on_step": p.based_on_step, "served": p.model_versions.get("served", "")}
                 for t, p in tap.predictions],
             "maps": [{"arrived": t, "map_version": m.map_version, "ts": m.ts,
                       "batch_sizes": m.batch_sizes, "apply_epoch": m.apply_epoch,

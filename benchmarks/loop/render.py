@@ -23,7 +23,9 @@ STAGE_HEAD = ["scenario", "method", "change", *(STAGE_LABELS[s] for s in STAGES)
 
 
 def _cell(stage: dict[str, float] | None) -> str:
-    return "—" if stage is None else f"{stage['wall_s']:.2f}s/{stage['steps']}"
+    if stage is None:
+        return "—"
+    return f"{max(stage['wall_s'], 0.0):.2f}s/{stage['steps']}"  # no "-0.00"
 
 
 def _change(c: dict[str, Any]) -> str:

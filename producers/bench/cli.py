@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import queue as queue_mod
+import shlex
 import sys
 import time
 from dataclasses import asdict, replace
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of " + ", ".join(f"{m.name} ({m.doc})"
                                                      for m in METHODS.values())
                         + "; static is always run (the baseline)")
+    p.add_argument("--replot", default="", metavar="RESULTS_JSON",
+                   help="run nothing: rebuild the tables and plots of a saved results.json "
+                        "into --out-dir")
     p.add_argument("--epoch-steps", type=int, default=200,
                    help="steps per epoch: the data set is repeated to this length (default "
                         "200; the planner weighs a move's gain over one epoch)")
@@ -115,55 +119,116 @@ def run_bench(cfg: BenchConfig, on_event: Any = None, driver: Any = None
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _config(args: argparse.Namespace) -> BenchConfig | str:
+    """The run's configuration from the flags, or why the flags are wrong."""
     names = tuple(x for x in args.scenarios.split(",") if x)
     unknown = [n for n in names if n not in SCENARIO_NAMES]
     if unknown or not names:
-        print(f"shardsense bench: unknown scenarios {unknown}; choose from "
-              f"{', '.join(SCENARIO_NAMES)}", file=sys.stderr)
-        return 2
+        return f"unknown scenarios {unknown}; choose from {', '.join(SCENARIO_NAMES)}"
     methods = ("static", *(m for m in args.methods.split(",") if m and m != "static"))
     if any(m not in METHODS for m in methods):
-        print(f"shardsense bench: unknown methods in {args.methods!r}; choose from "
-              f"{', '.join(METHODS)}", file=sys.stderr)
-        return 2
+        return f"unknown methods in {args.methods!r}; choose from {', '.join(METHODS)}"
     steps = args.steps or (QUICK["steps"] if args.quick else 300)
     if steps < 20 or args.ranks < 2 or args.epoch_steps < 1:
-        print("shardsense bench: needs --steps >= 20, --ranks >= 2 and --epoch-steps >= 1",
-              file=sys.stderr)
-        return 2
-    cfg = replace(BenchConfig(), scenarios=names, steps=steps, world=args.ranks,
-                  base_delay_s=args.base_delay_ms / 1000.0, timing=args.timing,
-                  sync_every=args.sync_every, methods=methods, epoch_steps=args.epoch_steps)
+        return "needs --steps >= 20, --ranks >= 2 and --epoch-steps >= 1"
+    return replace(BenchConfig(), scenarios=names, steps=steps, world=args.ranks,
+                   base_delay_s=args.base_delay_ms / 1000.0, timing=args.timing,
+                   sync_every=args.sync_every, methods=methods, epoch_steps=args.epoch_steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from producers.bench import report
 
+    if args.replot:
+        return _replot(Path(args.replot), args, report)
+    cfg = _config(args)
+    if isinstance(cfg, str):
+        print(f"shardsense bench: {cfg}", file=sys.stderr)
+        return 2
     scenarios = catalogue(cfg.world, cfg.steps, cfg.base_delay_s)
     started = time.time()
     results = _run_with_host(cfg, scenarios, report)
     out = report.build(cfg, scenarios, results, argv=["shardsense", "bench",
                        *(sys.argv[1:] if argv is None else argv)], seconds=time.time() - started)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(
-        {**out, "config": asdict(cfg), "runs": results}, indent=1) + "\n")
-    report.plot(out, results, out_dir / "bench.png")
+    _write(out, results, cfg, args, report)
+    return 0
+
+
+def _replot(saved_path: Path, args: argparse.Namespace, report: Any) -> int:
+    """Tables and plots again from a results.json (same run: its machine and command)."""
+    saved = json.loads(saved_path.read_text())
+    conf = saved["config"]
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in conf.items()}
+    cfg = BenchConfig(**fields)
+    scenarios = catalogue(cfg.world, cfg.steps, cfg.base_delay_s)
+    results = saved["runs"]
+    out = report.build(cfg, scenarios, results, argv=shlex.split(saved["command"]),
+                       seconds=saved["bench_seconds"])
+    out.update(machine=saved["machine"], command=saved["command"])
+    _write(out, results, cfg, args, report)
+    return 0
+
+
+#: Per-run data results.json leaves out: every rank's clocks and work (the stages and the
+#: traces are made from them), and the copy of the stages that ``out`` renders.
+_NOT_SAVED = ("ranks", "rank_work_s")
+
+
+def _results_json(out: dict[str, Any], cfg: BenchConfig, results: list[dict[str, Any]]) -> str:
+    """One line per top-level key and per run, compact (they hold long series)."""
+    top = {**{k: v for k, v in out.items() if k != "runs_stages"}, "config": asdict(cfg)}
+
+    def dump(v: Any) -> str:
+        return json.dumps(_compact(v), separators=(",", ":"))
+
+    head = ",\n".join(f" {json.dumps(k)}: {dump(v)}" for k, v in top.items())
+    runs = ",\n".join(dump(_saved_run(r)) for r in results)
+    return f'{{\n{head},\n "runs": [\n{runs}\n ]\n}}\n'
+
+
+def _saved_run(run: dict[str, Any]) -> dict[str, Any]:
+    """A run as results.json keeps it: without ``_NOT_SAVED``, predictions as columns."""
+    out = {k: v for k, v in run.items() if k not in _NOT_SAVED}
+    preds = out.get("product", {}).get("predictions")
+    if preds and isinstance(preds, list):
+        out["product"] = {**out["product"],
+                          "predictions": {k: [p[k] for p in preds] for k in preds[0]}}
+    return out
+
+
+def _compact(value: Any) -> Any:
+    """Floats to 6 significant digits (wall-clock stamps to 0.1 ms), recursively."""
+    if isinstance(value, float):
+        return round(value, 4) if abs(value) >= 1e5 else float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_compact(v) for v in value]
+    return value
+
+
+def _write(out: dict[str, Any], results: list[dict[str, Any]], cfg: BenchConfig,
+           args: argparse.Namespace, report: Any) -> None:
+    """results.json, bench.png, stages.png, results.md, the terminal tables, README, traces."""
     from benchmarks.loop.timeline import plot_timeline
 
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(_results_json(out, cfg, results))
+    report.plot(out, results, out_dir / "bench.png")
     if plot_timeline(out, out_dir / "stages.png"):
         print(f"wrote {out_dir}/stages.png")
-    md = report.markdown(out, image="bench.png")
-    (out_dir / "results.md").write_text(md)
+    (out_dir / "results.md").write_text(report.markdown(out, image="bench.png"))
     report.print_table(out)
     if args.readme and not args.quick:
         readme = Path(args.readme)
-        rel = os.path.relpath(out_dir / "bench.png", readme.parent.resolve())
-        print(report.update_readme(readme, report.markdown(out, image=rel)))
+        rel = os.path.relpath(out_dir, readme.parent.resolve())
+        print(report.update_readme(readme, report.markdown(out, image=f"{rel}/bench.png")))
     if args.traces:
         for path in report.write_traces(results, Path(args.traces)):
             print(f"wrote trace {path}")
     print(f"wrote {out_dir}/results.json, results.md, bench.png")
-    return 0
 
 
 def _run_with_host(cfg: BenchConfig, scenarios: dict[str, Any], report: Any

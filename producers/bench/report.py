@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import os
 import platform
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,7 +109,7 @@ def build(cfg: BenchConfig, scenarios: dict[str, Scenario], results: list[dict[s
         overhead = static_overhead(scenarios["none"], runs["none"]["static"])
     summaries = [analyse(scenarios[n], runs[n], overhead) for n in cfg.scenarios if n in runs]
     return {
-        "command": " ".join(["shardsense", "bench", *argv[2:]] if argv[:2] == [
+        "command": shlex.join(["shardsense", "bench", *argv[2:]] if argv[:2] == [
             "shardsense", "bench"] else argv),
         "machine": machine(), "bench_seconds": round(seconds, 1),
         "paths": {p: PATHS[p] for p in dict.fromkeys(METHODS[m].path for m in cfg.methods)},
@@ -186,7 +187,8 @@ def markdown(out: dict[str, Any], image: str) -> str:
         lines.append(f"| {g['goal']} | {g['shown']} | {met} |")
     lines += render.markdown(out)
     lines += ["", f"![step time per scenario]({image})", "",
-              "![latency by stage](stages.png)" if out.get("runs_stages") else "", "",
+              f"![latency by stage]({image.replace('bench.png', 'stages.png')})"
+              if out.get("runs_stages") else "", "",
               "Scenarios: " + "; ".join(f"`{k}`: {v}" for k, v in out["scenarios"].items())
               + ".", "",
               "Reading the table: *× clairv.* divides the run's total step time by the "
@@ -230,56 +232,68 @@ PLOT_COLORS = {"static": "tab:red", "shardsense": "tab:blue", "true-bytes": "tab
 
 
 def plot(out: dict[str, Any], results: list[dict[str, Any]], path: Path) -> None:
-    """Step time over steps (top) and ShardSense batch sizes (bottom), one column each."""
+    """Step time over steps (top) and batch sizes (bottom) per scenario, 4 scenarios a row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     sums = out["summaries"]
-    fig, axes = plt.subplots(2, len(sums), figsize=(4.2 * len(sums), 6.2), squeeze=False,
-                             sharex="col")
+    cols = min(4, len(sums))
+    blocks = -(-len(sums) // cols)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(4.6 * cols, 6.4 * blocks),
+                             squeeze=False)
     runs = {(r["scenario"], r["method"]): r for r in results}
-    for col, s in enumerate(sums):
-        top, bottom = axes[0][col], axes[1][col]
-        for method, color in PLOT_COLORS.items():
-            r = runs.get((s["scenario"], method))
-            if r is None:
-                continue
-            ms = 1e3 * np.asarray(r["step_s"])
-            smooth = np.convolve(ms, np.ones(5) / 5, mode="same")
-            top.plot(ms, color=color, alpha=0.2, lw=0.7)
-            top.plot(smooth, color=color, lw=1.4, label=method)
-        top.plot(1e3 * np.asarray(s["series"]["clairvoyant"]), color="k", lw=1.1,
-                 label="oracle (clairvoyant)")
-        top.plot(1e3 * np.asarray(s["series"]["persistent"]), color="k", ls="--", lw=1.0,
-                 label="oracle (persistent)")
-        top.set_title(f"{s['scenario']}: {s['title']}", fontsize=9)
-        top.set_ylabel("step time (ms)")
-        top.set_ylim(bottom=0, top=float(np.percentile(1e3 * np.asarray(
-            runs[(s["scenario"], "static")]["step_s"]), 99)) * 1.3)
-        shown = next((m for m in PLOT_COLORS if m != "static" and (s["scenario"], m) in runs),
-                     None)
-        ss = runs.get((s["scenario"], shown)) if shown else None
-        if ss is not None:
-            sizes = np.asarray(ss["batch_sizes"])
-            for rank in range(sizes.shape[1]):
-                bottom.step(range(len(sizes)), sizes[:, rank], where="post", lw=1.2,
-                            label=f"rank {rank}")
-        bottom.set_ylabel(f"{shown or 'shardsense'} batch size")
-        bottom.set_xlabel("step")
-        if s["onset"]:
-            for ax in (top, bottom):
-                ax.axvline(s["onset"], color="grey", ls=":", lw=1)
+    for i, s in enumerate(sums):
+        row, col = 2 * (i // cols), i % cols
+        _plot_scenario(axes[row][col], axes[row + 1][col], s, runs)
+    for i in range(len(sums), blocks * cols):  # empty cells of the last row
+        axes[2 * (i // cols)][i % cols].axis("off")
+        axes[2 * (i // cols) + 1][i % cols].axis("off")
     axes[0][0].legend(fontsize=7, loc="lower right")
     axes[1][0].legend(fontsize=7, loc="lower left", ncol=2)
     m = out["machine"]
-    fig.suptitle(f"shardsense bench, {m['date_utc']}, {m['cpu_count']} CPUs, "
+    fig.suptitle(f"shardsense bench, {m['date_utc']}, {m['cpu_count']} CPUs (shared), "
                  f"torch {m['torch']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_scenario(top: Any, bottom: Any, s: dict[str, Any],
+                   runs: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """One scenario: every method's step time and the product path's batch sizes."""
+    import textwrap
+
+    import numpy as np
+
+    for method, color in PLOT_COLORS.items():
+        r = runs.get((s["scenario"], method))
+        if r is None:
+            continue
+        ms = 1e3 * np.asarray(r["step_s"])
+        top.plot(ms, color=color, alpha=0.15, lw=0.6)
+        top.plot(np.convolve(ms, np.ones(5) / 5, mode="same"), color=color, lw=1.2,
+                 label=method)
+    top.plot(1e3 * np.asarray(s["series"]["clairvoyant"]), color="k", lw=1.1,
+             label="oracle (clairvoyant)")
+    top.plot(1e3 * np.asarray(s["series"]["persistent"]), color="k", ls="--", lw=1.0,
+             label="oracle (persistent)")
+    top.set_title(textwrap.fill(f"{s['scenario']}: {s['title']}", 52), fontsize=8)
+    top.set_ylabel("step time (ms)")
+    top.set_ylim(bottom=0, top=float(np.percentile(1e3 * np.asarray(
+        runs[(s["scenario"], "static")]["step_s"]), 99)) * 1.3)
+    shown = next((m for m in PLOT_COLORS if m != "static" and (s["scenario"], m) in runs), None)
+    if shown is not None:
+        sizes = np.asarray(runs[(s["scenario"], shown)]["batch_sizes"])
+        for rank in range(sizes.shape[1]):
+            bottom.step(range(len(sizes)), sizes[:, rank], where="post", lw=1.2,
+                        label=f"rank {rank}")
+    bottom.set_ylabel(f"{shown or 'shardsense'} batch size")
+    bottom.set_xlabel("step")
+    if s["onset"]:
+        for ax in (top, bottom):
+            ax.axvline(s["onset"], color="grey", ls=":", lw=1)
 
 
 def update_readme(readme: Path, block: str) -> str:

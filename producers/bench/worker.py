@@ -221,6 +221,13 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int, settings: Any = 
     dist.destroy_process_group(group)
     if planner is None:
         return {}
+    return {**_inprocess_record(planner, maps, sink, keys), "windows": windows,
+            "steps_per_epoch": runtime.steps_per_epoch}
+
+
+def _inprocess_record(planner: InProcessPlanner, maps: InMemoryMapSource, sink: BenchSink,
+                      keys: list[tuple[int, int]]) -> dict[str, Any]:
+    """The batch sizes each step really ran with, and the planner's non-skipped decisions."""
     by_version = {m.map_version: m.batch_sizes for m in maps.published}
     sizes, version = [], 1
     for key in keys:
@@ -229,8 +236,8 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int, settings: Any = 
     decisions = [{"step": s, "decision": d.decision, "reason": d.reason,
                   "batch_sizes": d.batch_sizes} for s, d in planner.decisions
                  if d.decision != "skipped"]
-    return {"batch_sizes": sizes, "windows": windows, "decisions": decisions,
-            "maps_published": len(maps.published), "steps_per_epoch": runtime.steps_per_epoch}
+    return {"batch_sizes": sizes, "decisions": decisions,
+            "maps_published": len(maps.published)}
 
 
 #: One runner per path of ``benchmarks.loop.methods.PATHS``.

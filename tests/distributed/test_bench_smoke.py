@@ -31,7 +31,8 @@ def test_quick_bench_writes_finite_results_table_and_plot(tmp_path: Path) -> Non
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "-c", code, "--quick", "--ranks", "2", "--scenarios", "slow-2x",
-         "--methods", "inprocess", "--out-dir", str(out), "--readme", "", "--traces", str(tmp_path / "traces")],
+         "--methods", "inprocess", "--out-dir", str(out), "--readme", "",
+         "--traces", str(tmp_path / "traces")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=140,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -65,3 +66,19 @@ def test_quick_bench_writes_finite_results_table_and_plot(tmp_path: Path) -> Non
     md = (out / "results.md").read_text()
     assert "| slow-2x | inprocess | inprocess |" in md and "bench.png" in md and "CPUs" in md
     assert "ABLATION" in md and "Feasibility" in md
+    # --replot rebuilds the same tables from the saved results.json, running nothing
+    again = tmp_path / "again"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--replot", str(out / "results.json"), "--out-dir",
+         str(again), "--readme", ""],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    def table(text: str) -> list[str]:  # scenario and method of every table row
+        return [" | ".join(ln.split(" | ")[:2]) for ln in text.splitlines() if ln.startswith("| ")]
+
+    assert table((again / "results.md").read_text()) == table(md)
+    saved = json.loads((again / "results.json").read_text())
+    assert saved["command"] == res["command"] and saved["machine"] == res["machine"]
+    for a, b in zip(saved["summaries"][0]["rows"], rows, strict=True):
+        assert a["step_ms"] == pytest.approx(b["step_ms"], rel=1e-4)  # floats saved to 6 digits
