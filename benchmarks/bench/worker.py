@@ -59,7 +59,7 @@ def load_data(seed: int, min_samples: int = 0) -> tuple[TensorDataset, torch.Ten
     return train, torch.tensor(xte, dtype=torch.float32), torch.tensor(yte)
 
 
-class _Run:
+class BenchRun:
     """State shared by both methods: model, optimiser, step clock, results."""
 
     def __init__(self, cfg: BenchConfig, scenario: Scenario, method: str, rank: int,
@@ -126,7 +126,7 @@ class _Run:
         }
 
 
-def run_static(run: _Run, train: TensorDataset, world: int, settings: Any = None
+def run_static(run: BenchRun, train: TensorDataset, world: int, settings: Any = None
                ) -> dict[str, Any]:
     """Baseline: DistributedSampler + equal per-rank batches + DDP's default mean."""
     cfg = run.cfg
@@ -166,7 +166,7 @@ def policy_config(cfg: BenchConfig, train: TensorDataset) -> PolicyConfig:
                         smoothing=cfg.policy_smoothing, confirmations=cfg.confirmations)
 
 
-def run_shardsense(run: _Run, train: TensorDataset, world: int, settings: Any = None
+def run_shardsense(run: BenchRun, train: TensorDataset, world: int, settings: Any = None
                    ) -> dict[str, Any]:
     """ABLATION: ShardSenseRuntime + the in-process closed loop of ``benchmarks.bench.loop``.
 
@@ -262,7 +262,7 @@ def rank_main(rank: int, cfg: BenchConfig, port: int, queue: Any, replies: Any =
                 dist.barrier()
                 settings = control.settings_for(name, method,
                                                 shard_bytes(train, cfg.num_shards))
-                run = _Run(cfg, scenarios[name], method, rank, queue)
+                run = BenchRun(cfg, scenarios[name], method, rank, queue)
                 extra = RUNNERS[METHODS[method].path](run, train, cfg.world, settings)
                 logs: list[Any] = [None] * cfg.world
                 dist.all_gather_object(logs, {**run.rank_log(), **extra.pop("per_rank", {})})

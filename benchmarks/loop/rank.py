@@ -4,7 +4,7 @@ Every rank builds ``ShardSenseRuntime(..., settings=run_settings)`` exactly as a
 user's script does: the runtime then creates a ``KafkaTimingSink`` per rank and,
 on rank 0, a ``KafkaMapSource``, and rank 0 publishes the first map. The bench
 only *watches*: each rank records the map version and batch size of every step
-(its own step clock is ``_Run.start_wall``), and rank 0 also when a new map
+(its own step clock is ``BenchRun.start_wall``), and rank 0 also when a new map
 version first showed up in its map source (``seen``) and when its sync point
 scheduled it (``agreed``: the step it decided at and the step it applies from).
 Nothing here blocks or slows the training loop beyond a dict lookup per step.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch.utils.data import TensorDataset
 
-    from benchmarks.bench.worker import _Run
+    from benchmarks.bench.worker import BenchRun
     from shardsense.settings import Settings
 
 __all__ = ["MapWatch", "RunControl", "run_product"]
@@ -76,7 +76,7 @@ class MapWatch:
                 "agreed": {str(v): list(x) for v, x in self.agreed.items()}}
 
 
-def run_product(run: _Run, train: TensorDataset, world: int, settings: Settings | None
+def run_product(run: BenchRun, train: TensorDataset, world: int, settings: Settings | None
                 ) -> dict[str, Any]:
     """ShardSenseRuntime on ``settings`` (Kafka sink and map source), trained like a user."""
     if settings is None:
