@@ -39,7 +39,8 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy shardsense producers stream_processors planner_service dash_app infra
+	$(BIN)/mypy shardsense producers stream_processors planner_service dash_app infra benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .shardsense build *.egg-info

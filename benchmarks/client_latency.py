@@ -1,11 +1,11 @@
 """How long a timing waits in the rank, and how long a new map waits for rank 0.
 
-Run: ``python -m benchmarks.client_latency [--seconds 20] [--rates 2,10,50,200]``
+Run: ``shardsense client-latency [--seconds 20] [--rates 2,10,50,200]``
 (starts the embedded broker on a free loopback port). Everything is measured side by
 side in one run, on one broker:
 
 * ``sink``: per step rate, one ``KafkaTimingSink`` with today's policy and one with the
-  policy it replaced (a report every 0.5 s, linger 25 ms), all at once, offering one
+  policy it replaced (a report every 0.5 s), all at once, offering one
   timing per step. A reader (fetch wait 5 ms) stamps each timing's arrival; latency =
   arrival - offer. ``floor`` is a bare producer (linger 0) sending one message per
   100 ms read by the same reader: broker + reader cost. Messages/s and timings per
@@ -74,7 +74,7 @@ class _Reader(threading.Thread):
 
 
 def _before_sink(settings: Any, rank: int) -> Any:
-    """The sink with the flush policy it had before: every tail each 0.5 s, linger 25 ms."""
+    """The sink with the flush policy it had before: what is queued leaves every 0.5 s."""
     from producers.telemetry import KafkaTimingSink
 
     class Before(KafkaTimingSink):
@@ -89,9 +89,7 @@ def _before_sink(settings: Any, rank: int) -> Any:
                 self._stop.wait(0.05)
             self._shutdown()
 
-    sink = Before(settings, rank)
-    sink._producer._config["linger.ms"] = 25  # the old producer config (applied on heal only)
-    return sink
+    return Before(settings, rank)
 
 
 def sink_latency(bootstrap: str, rates: Sequence[float], seconds: float) -> list[dict[str, Any]]:
@@ -222,8 +220,9 @@ class _OldSource:
     def _run(self) -> None:
         while not self.stop.is_set():
             for msg in self.c.consume(100, 0.2):
-                if msg.error() is None:
-                    self.version = max(self.version, json.loads(msg.value())["map_version"])
+                if msg.error() is None and msg.value():
+                    version = json.loads(msg.value() or b"{}")["map_version"]
+                    self.version = max(self.version, version)
         self.c.close()
 
     def wait_ready(self, timeout: float) -> bool:
@@ -248,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=None, help="live broker (default: embedded)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
-    from infra.broker import EmbeddedBroker, free_port
+    from infra.broker import EmbeddedBroker
+    from shardsense.net import free_port
 
     broker = None if args.bootstrap else EmbeddedBroker(free_port()).start()
     bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]

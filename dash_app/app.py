@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -145,14 +146,7 @@ def create_app(
     from dash_app.pages import live, planner, sql
 
     settings = settings or Settings.from_env()
-    if client is None:
-        from shardsense.clickhouse import connect
-
-        client = connect(settings.resolved_clickhouse_url)
-    if threshold is None:
-        pct = getattr(settings, "processor_straggler_pct", None)
-        threshold = pct / 100 if pct else queries.STRAGGLER_SLOWDOWN
-    console = Console(settings, queries.Db(client), threshold, sql_client)
+    console = _console(settings, client, sql_client, threshold)
     app = dash.Dash(
         __name__,
         title="ShardSense console",
@@ -169,6 +163,38 @@ def create_app(
     app.validation_layout = html.Div(  # type: ignore[assignment]
         [_shell(console), *(render(console, settings.job_id) for render in renderers.values())]
     )
+    _register_shell(app, console, renderers)
+    live.register(app, console)
+    planner.register(app, console)
+    sql.register(app, console)
+    if settings.console_auth:
+        from dash_app.server import BasicAuth
+
+        app.server.wsgi_app = BasicAuth(
+            app.server.wsgi_app, settings.console_auth, open_paths=(HEALTH_PATH,)
+        )
+    return app
+
+
+def _console(
+    settings: Settings, client: Any, sql_client: Any, threshold: float | None
+) -> Console:
+    """The pages' shared state; connects to the settings' ClickHouse when no client is given."""
+    if client is None:
+        from shardsense.clickhouse import connect
+
+        client = connect(settings.resolved_clickhouse_url)
+    if threshold is None:
+        pct = getattr(settings, "processor_straggler_pct", None)
+        threshold = pct / 100 if pct else queries.STRAGGLER_SLOWDOWN
+    return Console(settings, queries.Db(client), threshold, sql_client)
+
+
+def _register_shell(
+    app: dash.Dash, console: Console, renderers: Mapping[str, Callable[[Console, str], Any]]
+) -> None:
+    """The shell's callbacks: routing between pages, and the job selector."""
+    settings = console.settings
 
     @app.callback(
         Output("page", "children"),
@@ -177,7 +203,7 @@ def create_app(
         State("job", "value"),
     )
     def route(pathname: str | None, job: str | None) -> tuple[Any, ...]:
-        path = pathname if pathname in renderers else "/"
+        path = pathname if pathname is not None and pathname in renderers else "/"
         classes = ["active" if p == path else "" for p in PAGES]
         if pathname not in renderers and pathname is not None:
             page: Any = html.Div(
@@ -206,14 +232,3 @@ def create_app(
         present = queries.jobs(console.db)
         options = list(dict.fromkeys([value, settings.job_id, *present]))
         return options, (dash.no_update if value == current else value)
-
-    live.register(app, console)
-    planner.register(app, console)
-    sql.register(app, console)
-    if settings.console_auth:
-        from dash_app.server import BasicAuth
-
-        app.server.wsgi_app = BasicAuth(
-            app.server.wsgi_app, settings.console_auth, open_paths=(HEALTH_PATH,)
-        )
-    return app

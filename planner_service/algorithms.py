@@ -306,7 +306,7 @@ def minmax(owner: IntArray, speeds: FloatArray, global_batch: int, max_batch: in
     return Plan(new_owner, batch, moved)
 
 
-#: Planning algorithms by name; add one here to compare it in ``planner_service.bench``.
+#: Planning algorithms by name; add one here to compare it in ``shardsense plan-bench``.
 ALGORITHMS: dict[str, PlanFn] = {"static": static, "proportional": proportional, "minmax": minmax}
 
 

@@ -27,7 +27,10 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from planner_service.policy import Decision, PlanPolicy, PolicyConfig
+from confluent_kafka import KafkaError
+
+from planner_service.decision import Decision, PolicyConfig
+from planner_service.policy import PlanPolicy
 from planner_service.recovery import choose_base
 from planner_service.sink import ClickHouseSink, DecisionSink
 from shardsense.errors import InvalidEvent
@@ -220,13 +223,14 @@ class Planner:
         s = self.settings
         err = msg.error()
         if err is not None:
-            if err.code() == -191 and msg.topic() == s.topic_shard_maps:  # _PARTITION_EOF
+            end_of_partition = err.code() == KafkaError._PARTITION_EOF
+            if end_of_partition and msg.topic() == s.topic_shard_maps:
                 self._unread_maps.discard(msg.partition())
                 if not self._unread_maps and not self.ready.is_set():
                     log.info("planner: caught up on shard maps (latest version %s)",
                              self.policy.base.map_version if self.policy.base else None)
                     self.ready.set()
-            elif err.code() != -191:
+            elif not end_of_partition:
                 log.warning("planner: consumer error %s", err)
             return
         is_map = msg.topic() == s.topic_shard_maps
@@ -279,7 +283,7 @@ class Planner:
                           decision.shard_map.map_version, error)
                 return None  # the policy retries at the next interval
         log.log(logging.INFO if decision.shard_map else logging.DEBUG,
-                "planner %s v%d: %s", decision.decision, decision.map_version, decision.reason)
+                "planner %s v%d: %s", decision.outcome, decision.map_version, decision.reason)
         self.sink.record_decision(self.settings.job_id, decision)
         return decision
 

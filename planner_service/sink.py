@@ -11,21 +11,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from planner_service.policy import Decision
+from planner_service.decision import Decision
 from shardsense.events import ShardMap
+from shardsense.tables import PLANNER_DECISIONS, SHARD_MAPS, TABLES, shard_map_row
 
-__all__ = ["MAP_COLUMNS", "ClickHouseSink", "DecisionSink", "MemorySink", "map_row"]
+__all__ = ["ClickHouseSink", "DecisionSink", "MemorySink"]
 
 log = logging.getLogger(__name__)
-
-MAP_COLUMNS = (
-    "job_id", "map_version", "event_id", "ts", "apply_epoch", "apply_step", "num_shards",
-    "global_batch_size", "batch_sizes", "shards", "predicted_gain_s", "move_cost_s", "reason",
-    "num_samples", "max_batch_size",
-)
 
 #: Per rank: the first batches under the new map and the median wait under the old.
 _TRANSFER_SQL = """
@@ -39,15 +33,6 @@ WHERE job_id = {job:String} AND map_version IN ({old:UInt32}, {new:UInt32})
   AND worker_id IN {ranks:Array(Int32)}
 GROUP BY worker_id
 """
-
-
-def map_row(m: ShardMap) -> list[Any]:
-    """Values for ClickHouse ``shard_maps`` in :data:`MAP_COLUMNS` order."""
-    return [
-        m.job_id, m.map_version, m.event_id, datetime.fromtimestamp(m.ts, UTC), m.apply_epoch,
-        m.apply_step, m.num_shards, m.global_batch_size, m.batch_sizes, m.shards,
-        m.predicted_gain_s, m.move_cost_s, m.reason, m.num_samples, m.max_batch_size,
-    ]
 
 
 class DecisionSink(Protocol):
@@ -120,10 +105,10 @@ class ClickHouseSink:
         return self._client
 
     def record_decision(self, job_id: str, decision: Decision) -> None:
-        self._queue.put(("planner_decisions", decision.row(job_id)))
+        self._queue.put((PLANNER_DECISIONS.name, decision.row(job_id)))
 
     def record_map(self, shard_map: ShardMap) -> None:
-        self._queue.put(("shard_maps", map_row(shard_map)))
+        self._queue.put((SHARD_MAPS.name, shard_map_row(shard_map)))
 
     def transfer_waits(
         self, job_id: str, old: int, new: int, ranks: list[int], first: int
@@ -166,8 +151,7 @@ class ClickHouseSink:
                 continue
             try:
                 for table, rows in list(pending.items()):
-                    columns = Decision.COLUMNS if table == "planner_decisions" else MAP_COLUMNS
-                    self.client().insert(table, rows, column_names=list(columns))
+                    TABLES[table].insert(self.client(), rows)
                     del pending[table]
                 tries = 0
             except Exception as exc:

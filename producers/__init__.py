@@ -24,6 +24,7 @@ __all__ = [
     "InMemoryMapSource",
     "InMemoryTimingSink",
     "JobShape",
+    "LoaderOptions",
     "MapAgreement",
     "MapSource",
     "ShardLoader",
@@ -42,6 +43,7 @@ __all__ = [
 _LAZY = {
     "ShardSenseRuntime": "producers.engine",
     "ShardLoader": "producers.loader",
+    "LoaderOptions": "producers.loader",
     "attach_weighted_mean": "producers.ddp",
 }
 

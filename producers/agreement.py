@@ -16,19 +16,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from producers.maps import JobShape, assignment, elastic_map, map_problem, moved_shards
+from producers.maps import JobShape, elastic_map, map_problem
 from producers.schedule import Assignment
 from producers.seams import MapSource
 from producers.world import World
 from shardsense.errors import InvalidShardMap
-from shardsense.events import ShardMap, check_partition
+from shardsense.events import ShardMap, check_partition, moved_shards
 
-__all__ = ["Decision", "MapAgreement"]
+__all__ = ["AgreedMap", "MapAgreement"]
 
 log = logging.getLogger(__name__)
 
-#: ``(apply_step, map)`` within the current epoch.
-Decision = tuple[int, ShardMap]
+#: ``(apply_step, map)`` within the current epoch: what rank 0 decided and broadcast.
+AgreedMap = tuple[int, ShardMap]
 
 
 def _is_partition(m: ShardMap, num_shards: int) -> bool:
@@ -73,14 +73,14 @@ class MapAgreement:
     def at_sync(
         self, epoch: int, step: int, steps: int, position: int, newest: int,
         in_force_at: Callable[[int], Assignment],
-    ) -> Decision | None:
+    ) -> AgreedMap | None:
         """Mid-epoch: the newest acceptable map and its apply step, or ``None``."""
         decided = None
         if self.world.is_coordinator:
             m = self._candidate(newest)
             apply = max(step + self.lead_steps, position)
             if m is not None and apply < steps and (m.apply_epoch, m.apply_step) <= (epoch, apply):
-                moved = moved_shards(in_force_at(apply), assignment(m))
+                moved = moved_shards(in_force_at(apply).shards, m.shards)
                 if moved <= self.move_limit * self.job.num_shards:
                     decided = (apply, m)  # larger reshards wait for epoch_end
         return self.world.broadcast(decided)

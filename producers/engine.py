@@ -1,6 +1,7 @@
 """ShardSenseRuntime: the drop-in that turns shard maps into per-rank batches.
 
-    runtime = ShardSenseRuntime(dataset, num_shards=1024, num_workers=world_size)
+    runtime = ShardSenseRuntime(dataset, num_shards=1024, num_workers=world_size,
+                                loader=LoaderOptions(loader_workers=4))  # optional
     runtime.attach(ddp_model)            # gradient = mean over the global batch
     loader = runtime.get_dataloader(worker_id=rank)
     for epoch in range(epochs):
@@ -29,8 +30,8 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from producers.agreement import Decision, MapAgreement
-from producers.loader import ShardLoader
+from producers.agreement import AgreedMap, MapAgreement
+from producers.loader import LoaderOptions, ShardLoader
 from producers.maps import JobShape, assignment
 from producers.memory import InMemoryMapSource, InMemoryTimingSink
 from producers.schedule import EpochSchedule
@@ -39,7 +40,7 @@ from producers.shards import EpochOrder, VirtualShards
 from producers.world import World
 from shardsense.events import ShardMap
 
-__all__ = ["MapStyleDataset", "ShardSenseRuntime"]
+__all__ = ["LoaderOptions", "MapStyleDataset", "ShardSenseRuntime"]
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
@@ -74,10 +75,7 @@ class ShardSenseRuntime:
         job_id: str | None = None,
         max_batch_size: int = 0,
         sync_every: int = 8,
-        loader_workers: int = 0,
-        prefetch_factor: int = 2,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-        pin_memory: bool = False,
+        loader: LoaderOptions | None = None,
         mid_epoch_move_limit: float = 0.25,
         compute_timing: str = "auto",
         sink: TimingSink | Callable[[int], TimingSink] | None = None,
@@ -87,17 +85,9 @@ class ShardSenseRuntime:
     ) -> None:
         self.dataset = dataset
         self.world = World.detect(num_workers)
-        size = self.world.size
         self.seed = _positive("seed", seed, 0)
         self.sync_every = _positive("sync_every", sync_every, 1)
-        _positive("batch_size", batch_size, 1)
-        _positive("max_batch_size", max_batch_size, 0)
-        self._loader_options = {
-            "loader_workers": _positive("loader_workers", loader_workers, 0),
-            "prefetch_factor": _positive("prefetch_factor", prefetch_factor, 1),
-            "collate_fn": collate_fn,
-            "pin_memory": pin_memory,
-        }
+        self.loader_options = loader or LoaderOptions()
         if not 0.0 <= mid_epoch_move_limit <= 1.0:
             raise ValueError(f"mid_epoch_move_limit must be in [0, 1], got {mid_epoch_move_limit}")
         self.mid_epoch_move_limit = mid_epoch_move_limit
@@ -105,14 +95,11 @@ class ShardSenseRuntime:
             raise ValueError(f"compute_timing must be 'auto' or 'step', got {compute_timing!r}")
         self.compute_timing = compute_timing
         self.shards = VirtualShards(len(dataset), num_shards)
-        batch = batch_size * size if global_batch_size is None else global_batch_size
-        _positive("global_batch_size", batch, size)
-        if batch > len(dataset):
-            raise ValueError(f"global_batch_size ({batch}) exceeds the dataset length")
         job = job_id or (settings.job_id if settings is not None else "default")
-        self.job = JobShape(job, len(dataset), num_shards, batch, max_batch_size)
+        self.job = self._job_shape(job, num_shards, global_batch_size, batch_size,
+                                   max_batch_size)
         # Decisions happen at a sync point; they must land on a step no prefetcher reached.
-        lead = loader_workers * prefetch_factor
+        lead = self.loader_options.prefetch_depth
         lead_steps = self.sync_every * max(1, math.ceil(lead / self.sync_every))
         self._settings = settings
         self._sink_arg = sink
@@ -152,9 +139,8 @@ class ShardSenseRuntime:
             raise ValueError(f"worker_id must be in 0..{self.world.size - 1}, got {rank}")
         if rank not in self._loaders:
             self._progress[rank] = self.step
-            self._loaders[rank] = ShardLoader(
-                self, rank, self._sink_for(rank), **self._loader_options  # type: ignore[arg-type]
-            )
+            self._loaders[rank] = ShardLoader(self, rank, self._sink_for(rank),
+                                              self.loader_options)
         return self._loaders[rank]
 
     def attach(self, model: Any) -> Any:
@@ -274,14 +260,26 @@ class ShardSenseRuntime:
 
     # ------------------------------------------------------------ internals
 
-    def _new_epoch(self, epoch: int, plan: list[Decision], start_step: int = 0) -> None:
+    def _job_shape(self, job_id: str, num_shards: int, global_batch_size: int | None,
+                   batch_size: int, max_batch_size: int) -> JobShape:
+        """What every map of this job must fit (the arguments checked, naming each)."""
+        _positive("batch_size", batch_size, 1)
+        _positive("max_batch_size", max_batch_size, 0)
+        size, n = self.world.size, len(self.dataset)
+        batch = batch_size * size if global_batch_size is None else global_batch_size
+        _positive("global_batch_size", batch, size)
+        if batch > n:
+            raise ValueError(f"global_batch_size ({batch}) exceeds the dataset length")
+        return JobShape(job_id, n, num_shards, batch, max_batch_size)
+
+    def _new_epoch(self, epoch: int, plan: list[AgreedMap], start_step: int = 0) -> None:
         self.epoch = epoch
         self._order = EpochOrder(self.shards, self.seed, epoch)
         self._schedule = EpochSchedule(
             self.shards.sizes, self._order.priority, self.job.global_batch_size,
             assignment(plan[0][1]),
         )
-        self._plan: list[Decision] = []
+        self._plan: list[AgreedMap] = []
         self._newest = 0
         for s, m in plan:
             self._schedule_map(s, m)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from producers.seams import TimingSink
@@ -29,9 +30,38 @@ from producers.seams import TimingSink
 if TYPE_CHECKING:
     from producers.engine import ShardSenseRuntime
 
-__all__ = ["ShardLoader"]
+__all__ = ["LoaderOptions", "ShardLoader"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How each rank's torch DataLoader reads: ``ShardSenseRuntime(..., loader=...)``.
+
+    ``loader_workers`` worker processes each prefetch ``prefetch_factor`` batches
+    (the runtime applies map changes beyond that depth); ``collate_fn`` and
+    ``pin_memory`` go to the DataLoader unchanged.
+
+    >>> LoaderOptions(loader_workers=2).prefetch_depth
+    4
+    """
+
+    loader_workers: int = 0
+    prefetch_factor: int = 2
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    pin_memory: bool = False
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("loader_workers", 0), ("prefetch_factor", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+    @property
+    def prefetch_depth(self) -> int:
+        """Batches a rank's loader may have produced ahead of the training loop."""
+        return self.loader_workers * self.prefetch_factor
 
 
 class _StepSampler:
@@ -61,11 +91,7 @@ class ShardLoader:
         runtime: ShardSenseRuntime,
         rank: int,
         sink: TimingSink,
-        *,
-        loader_workers: int = 0,
-        prefetch_factor: int = 2,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-        pin_memory: bool = False,
+        options: LoaderOptions | None = None,
     ) -> None:
         from torch.utils.data import DataLoader
 
@@ -74,15 +100,16 @@ class ShardLoader:
         self.sink = sink
         #: Exceptions raised by the sink (it must not raise; we still refuse to crash).
         self.telemetry_errors = 0
+        opts = options or LoaderOptions()
         extra: dict[str, Any] = {}
-        if loader_workers:
-            extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True}
+        if opts.loader_workers:
+            extra = {"prefetch_factor": opts.prefetch_factor, "persistent_workers": True}
         self._loader: DataLoader[Any] = DataLoader(
             runtime.dataset,  # type: ignore[arg-type]
             batch_sampler=_StepSampler(runtime, rank),
-            num_workers=loader_workers,
-            collate_fn=collate_fn,
-            pin_memory=pin_memory,
+            num_workers=opts.loader_workers,
+            collate_fn=opts.collate_fn,
+            pin_memory=opts.pin_memory,
             **extra,
         )
 

@@ -88,7 +88,7 @@ class KafkaMapSource:
         )
         try:
             self._consumer = Consumer(config)
-            self._watch = TopicWatch(
+            self.watch = TopicWatch(
                 [self._topic], config=admin_config(settings, what="shard-map topic watch")
             )
         except KafkaException as exc:
@@ -236,7 +236,7 @@ class KafkaMapSource:
                 msg = self._consumer.poll(self._poll_timeout_s)  # returns on the first message
                 if msg is not None:
                     self._on_message(msg)
-                if self._topic in self._watch.changed():
+                if self._topic in self.watch.changed():
                     self._reread()
                 self._maybe_republish()
         except Exception as exc:  # pragma: no cover - keep the last good map in force
@@ -245,7 +245,7 @@ class KafkaMapSource:
         finally:
             try:
                 self._consumer.close()
-                self._watch.close()
+                self.watch.close()
             except Exception as exc:  # pragma: no cover
                 log.debug("closing the shard-map consumer: %s", exc)
 

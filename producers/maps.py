@@ -25,7 +25,6 @@ __all__ = [
     "elastic_map",
     "equal_batch_sizes",
     "map_problem",
-    "moved_shards",
     "rebalance",
 ]
 
@@ -79,12 +78,6 @@ def rebalance(shards: list[list[int]], world: int, num_shards: int) -> list[list
         while len(kept[r]) < quota[r]:
             kept[r].append(next(pool))
     return kept
-
-
-def moved_shards(old: Assignment, new: Assignment) -> int:
-    """How many shards change owner between two assignments."""
-    owner = {s: r for r, owned in enumerate(old.shards) for s in owned}
-    return sum(owner.get(s) != r for r, owned in enumerate(new.shards) for s in owned)
 
 
 def elastic_map(

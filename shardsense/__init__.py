@@ -4,7 +4,7 @@ The public API, importable without torch (``ShardSenseRuntime`` loads torch
 lazily, on first access, because the processor, planner and console import
 this package without it)::
 
-    from shardsense import ShardSenseRuntime, Settings, TimingReport, ShardMap, decode
+    from shardsense import ShardSenseRuntime, LoaderOptions, Settings, TimingReport, decode
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from shardsense.errors import (
     MigrationError,
     PortInUse,
     ShardSenseError,
+    SqlRefused,
     StackError,
 )
 from shardsense.events import (
@@ -41,6 +42,7 @@ __all__ = [
     "Event",
     "InvalidEvent",
     "InvalidShardMap",
+    "LoaderOptions",
     "MigrationError",
     "PortInUse",
     "Prediction",
@@ -48,6 +50,7 @@ __all__ = [
     "ShardMap",
     "ShardSenseError",
     "ShardSenseRuntime",
+    "SqlRefused",
     "StackError",
     "TimingReport",
     "decode",
@@ -56,8 +59,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "ShardSenseRuntime":
-        from producers.engine import ShardSenseRuntime
+    if name in ("ShardSenseRuntime", "LoaderOptions"):
+        from shardsense.runtime import engine
 
-        return ShardSenseRuntime
+        return getattr(engine, name)
     raise AttributeError(f"module 'shardsense' has no attribute {name!r}")

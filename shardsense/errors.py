@@ -7,6 +7,7 @@ Catch ``ShardSenseError`` to handle all of them; the tree::
      ├── InvalidEvent         a payload broke the event contract          (also ValueError)
      │    └── InvalidShardMap a map does not cover every shard exactly once
      ├── MigrationError       the ClickHouse schema could not be applied
+     ├── SqlRefused           user SQL that is not run (read-only)       (also ValueError)
      └── StackError           the embedded stack could not start
           ├── PortInUse       a loopback port we need is taken
           └── BrokerMissing   the Kafka-protocol broker binary is not installed
@@ -22,6 +23,7 @@ __all__ = [
     "MigrationError",
     "PortInUse",
     "ShardSenseError",
+    "SqlRefused",
     "StackError",
 ]
 
@@ -58,6 +60,20 @@ class InvalidShardMap(InvalidEvent):
 
 class MigrationError(ShardSenseError):
     """A schema file failed to apply; the message names the file."""
+
+
+class SqlRefused(ShardSenseError, ValueError):
+    """User SQL the read-only guard does not run; ``str(err)`` is the message to show.
+
+    ``code`` and ``name`` are the ClickHouse error this answers as over the SQL
+    endpoint (164 READONLY for writes, 497 ACCESS_DENIED for files and other
+    systems, 62 SYNTAX_ERROR for what is not one readable statement).
+    """
+
+    def __init__(self, message: str, *, code: int = 164, name: str = "READONLY") -> None:
+        super().__init__(message)
+        self.code = code
+        self.name = name
 
 
 class StackError(ShardSenseError):

@@ -118,7 +118,18 @@ class Settings:
     console_port: int = field(default=8050, metadata=_doc("Console HTTP port.", port=True))
     console_auth: str = field(
         default="",
-        metadata=_doc("Basic auth 'user:password' for the console; empty = none.", secret=True),
+        metadata=_doc("Basic auth 'user:password' for the console and the SQL endpoint; "
+                     "empty = none.", secret=True),
+    )
+    sql_host: str = field(
+        default="127.0.0.1",
+        metadata=_doc("Bind address of the read-only ClickHouse HTTP endpoint the stack serves "
+                      "over its chDB; loopback unless you expose it (then set console_auth)."),
+    )
+    sql_port: int = field(
+        default=8123,
+        metadata=_doc("Port of that endpoint (ClickHouse's own HTTP port by default), for curl, "
+                      "clickhouse-connect, Grafana and `shardsense sql`.", port=True),
     )
     console_refresh_ms: int = field(
         default=2000, metadata=_doc("Console live-page refresh interval (ms).", minimum=250)
@@ -369,7 +380,9 @@ class Settings:
                 "--" + f.name.replace("_", "-"),
                 dest=f.name,
                 default=None,
-                help=f"{f.metadata['doc']} [env {env_name(f.name)}, default {f.default!r}]",
+                # argparse %-formats help text: a literal % (as in "(%)") must be doubled
+                help=f"{f.metadata['doc']} [env {env_name(f.name)}, default {f.default!r}]"
+                .replace("%", "%%"),
             )
 
     @classmethod

@@ -18,9 +18,7 @@ _EXPORTS = {
     "StragglerDetector": "drift",
     "Retrainer": "retrain", "train_booster": "retrain",
     "PredictionHook": "predictor", "Predictor": "predictor",
-    "eval_main": "evaluate", "throughput_main": "throughput",
 }
-_ALIASES = {"eval_main": "main", "throughput_main": "main"}
 
 __all__ = sorted(_EXPORTS)
 
@@ -29,5 +27,4 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'stream_processors' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"stream_processors.{module}"),
-                   _ALIASES.get(name, name))
+    return getattr(importlib.import_module(f"stream_processors.{module}"), name)

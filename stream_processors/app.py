@@ -1,12 +1,10 @@
-"""The Faust stream processor: timing reports in; raw rows, dead letters and hooks out.
+"""The Faust stream processor: thin wiring around :class:`~stream_processors.pipeline.Pipeline`.
 
 One agent reads the timings topic in batches (``take_events``), so the ~240 µs
-Faust pays per message is shared by the many timings a report packs. Every
-payload is decoded by the shared contract (``ingest.route``): bad ones go to
-the dead-letter topic and table with reason and source offset; good ones are
-written to ``batch_timings`` and handed to the hooks (features, models,
-predictions). Offsets are acknowledged only after the batch is written
-(at-least-once), also when a stop interrupts a batch (see ``ingest``);
+Faust pays per message is shared by the many timings a report packs; each
+batch goes to the pipeline (route, store, hooks), which Faust never sees
+inside. Offsets are acknowledged only after the pipeline stored the batch
+(at-least-once), also when a stop interrupts a batch (see the agent below);
 ClickHouse's ReplacingMergeTree removes replays.
 """
 
@@ -16,43 +14,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
 
-from shardsense.events import TimingReport, encode
+from shardsense.events import DeadLetter, encode
 from shardsense.settings import Settings
-from stream_processors.ingest import (
-    DEAD_LETTER_COLUMNS,
-    dead_letter_rows,
-    route,
-    timing_table,
-)
+from stream_processors.pipeline import Pipeline, ReportHook
 from stream_processors.transport import Transport
 
-__all__ = ["ReportHook", "consumer_group", "create_app", "run_worker"]
+__all__ = ["ProcessorThread", "ReportHook", "consumer_group", "create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-#: Called with every batch of valid reports, after their raw rows are stored.
-ReportHook = Callable[[list[TimingReport]], Awaitable[None]]
-
 BATCH_MAX_MESSAGES = 500
 BATCH_WITHIN_S = 0.2
-
-
-async def _retry(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run blocking ``fn`` off the event loop until it succeeds (never drop a batch)."""
-    delay = 0.5
-    while True:
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except Exception as exc:
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
 
 def consumer_group(settings: Settings) -> str:
@@ -60,10 +38,8 @@ def consumer_group(settings: Settings) -> str:
     return f"shardsense-processor.{settings.topic_timings}"
 
 
-def create_app(
-    settings: Settings, client: Any, hooks: Sequence[ReportHook] = ()
-) -> faust.App:
-    """A Faust app wired to ``settings``' topics, writing through ``client``."""
+def _faust_app(settings: Settings) -> faust.App:
+    """The Faust app for ``settings``: loopback-safe, at-least-once, our fetch wait."""
     datadir = Path(settings.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -89,11 +65,23 @@ def create_app(
     app.transport = Transport(app.conf.broker_consumer, app,
                               fetch_wait_ms=settings.processor_fetch_wait_ms,
                               log_interval_s=settings.kafka_log_interval_s)
+    return app
+
+
+def create_app(
+    settings: Settings, client: Any, hooks: Sequence[ReportHook] = ()
+) -> faust.App:
+    """A Faust app wired to ``settings``' topics, writing through ``client``."""
+    app = _faust_app(settings)
     timings = app.topic(settings.topic_timings, value_type=bytes, value_serializer="raw")
     dead_topic = app.topic(settings.topic_dead_letters, value_type=bytes, value_serializer="raw")
-    stats: dict[str, float] = {"batches": 0, "reports": 0, "timings": 0, "dead": 0,
-                               "route_s": 0.0, "store_s": 0.0, "hooks_s": 0.0}
-    app.shardsense_stats = stats  # type: ignore[attr-defined]
+
+    async def send_dead(dead: Sequence[DeadLetter]) -> None:
+        futures = [await dead_topic.send(key=d.job_id.encode(), value=encode(d)) for d in dead]
+        await asyncio.gather(*futures)
+
+    pipeline = Pipeline(settings, client, hooks, send_dead)
+    app.shardsense_stats = pipeline.stats  # type: ignore[attr-defined]
 
     @app.agent(timings, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -110,7 +98,9 @@ def create_app(
             for e in events:
                 e.message.incref()
             try:
-                await process(events)
+                await pipeline.process(
+                    [(e.message.value, e.message.partition, e.message.offset) for e in events]
+                )
             except BaseException:
                 # ...and if the batch never got stored, mark the messages acked without
                 # the consumer's final-ack bookkeeping: never committed, so replayed.
@@ -119,46 +109,6 @@ def create_app(
                 raise
             for e in events:
                 e.message.decref()  # stored: take_events' ack is now the final one
-
-    async def process(events: list[Any]) -> None:
-        """Route, store and hand on one batch; returns only when it is stored."""
-        started = time.perf_counter()
-        payloads = [(e.message.value, e.message.partition, e.message.offset) for e in events]
-        routed = route(
-            payloads, topic=settings.topic_timings, max_bytes=settings.max_event_bytes
-        )
-        routed_at = time.perf_counter()
-        if routed.dead:
-            futures = [
-                await dead_topic.send(key=d.job_id.encode(), value=encode(d))
-                for d in routed.dead
-            ]
-            await asyncio.gather(*futures)
-            await _retry(
-                "dead-letter insert", client.insert, "dead_letters",
-                dead_letter_rows(routed.dead), column_names=list(DEAD_LETTER_COLUMNS),
-            )
-            for d in routed.dead:
-                log.warning(
-                    "dead letter %s:%s@%s %s: %s", d.source_topic, d.source_partition,
-                    d.source_offset, d.code, d.reason,
-                )
-        if routed.reports:
-            await _retry("timings insert", client.insert_arrow, "batch_timings",
-                         timing_table(routed.reports))
-            stored_at = time.perf_counter()
-            stats["store_s"] += stored_at - routed_at
-            for hook in hooks:
-                try:
-                    await hook(routed.reports)
-                except Exception:
-                    log.exception("report hook %r failed; raw timings are stored", hook)
-            stats["hooks_s"] += time.perf_counter() - stored_at
-        stats["route_s"] += routed_at - started
-        stats["batches"] += 1
-        stats["reports"] += len(routed.reports)
-        stats["timings"] += sum(len(r) for r in routed.reports)
-        stats["dead"] += len(routed.dead)
 
     return app
 

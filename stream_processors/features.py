@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from shardsense.tables import FeatureRow
+
 __all__ = [
     "FEATURE_NAMES",
-    "FEATURE_ROW_COLUMNS",
     "FeatureRow",
     "FleetState",
     "LagFeatures",
@@ -46,36 +45,6 @@ FEATURE_NAMES = (
     "slow1", "fleet_rel", "fleet_trend",
 )
 
-FEATURE_ROW_COLUMNS = (
-    "job_id", "worker_id", "event_id", "ts", "last_step", "batches", "time_per_sample_s",
-    "ewma_tps", "mean_tps", "p50_tps", "p90_tps", "trend", "wait_share", "slowdown",
-)
-
-
-@dataclass(frozen=True)
-class FeatureRow:
-    """One ``worker_features`` row; ``(event_id, ts)`` come from the report, so a
-    replayed report maps onto the same row and ReplacingMergeTree keeps one."""
-
-    job_id: str
-    worker_id: int
-    event_id: str
-    ts: float
-    last_step: int
-    batches: int
-    time_per_sample_s: float
-    ewma_tps: float
-    mean_tps: float
-    p50_tps: float
-    p90_tps: float
-    trend: float
-    wait_share: float
-    slowdown: float
-
-    def values(self) -> list[Any]:
-        return [getattr(self, c) for c in FEATURE_ROW_COLUMNS]
-
-
 class WorkerStats:
     """Windowed statistics over a worker's last ``window`` batches (time per sample).
 
@@ -86,7 +55,7 @@ class WorkerStats:
     def __init__(self, window: int = 256, alpha: float = 0.2) -> None:
         self.window = window
         self.alpha = alpha
-        self._tps: np.ndarray = np.empty(0)
+        self._per_sample_s: np.ndarray = np.empty(0)
         self._wait: np.ndarray = np.empty(0)
         self._total: np.ndarray = np.empty(0)
         self.ewma = float("nan")
@@ -106,25 +75,27 @@ class WorkerStats:
             self.last_step = max(self.last_step, max(steps))
         if not ok.any():
             return None
-        tps = total[ok] / n[ok]
+        per_sample_s = total[ok] / n[ok]
         # EWMA over the batches in order, in closed form (no Python loop per timing).
         if np.isnan(self.ewma):
-            self.ewma = float(tps[0])
-        decay = (1.0 - self.alpha) ** np.arange(len(tps) - 1, -1, -1)
+            self.ewma = float(per_sample_s[0])
+        decay = (1.0 - self.alpha) ** np.arange(len(per_sample_s) - 1, -1, -1)
         self.ewma = float(
-            (1.0 - self.alpha) ** len(tps) * self.ewma + self.alpha * (decay * tps).sum()
+            (1.0 - self.alpha) ** len(per_sample_s) * self.ewma
+            + self.alpha * (decay * per_sample_s).sum()
         )
-        self._tps = np.concatenate([self._tps, tps])[-self.window :]
+        self._per_sample_s = np.concatenate([self._per_sample_s, per_sample_s])[-self.window :]
         self._wait = np.concatenate([self._wait, w[ok]])[-self.window :]
         self._total = np.concatenate([self._total, total[ok]])[-self.window :]
         self.batches += int(ok.sum())
-        return float(total[ok].sum() / n[ok].sum()), tps
+        return float(total[ok].sum() / n[ok].sum()), per_sample_s
 
     def row(
-        self, job_id: str, worker_id: int, event_id: str, ts: float, tps: float, fleet: float
+        self, job_id: str, worker_id: int, event_id: str, ts: float, per_sample_s: float,
+        fleet: float,
     ) -> FeatureRow:
         """The ``worker_features`` row after the latest :meth:`observe`."""
-        win = self._tps
+        win = self._per_sample_s
         mean = float(win.mean())
         p50, p90 = (float(v) for v in np.percentile(win, [50, 90]))
         trend = 0.0
@@ -135,7 +106,7 @@ class WorkerStats:
         share = float(self._wait.sum() / total) if total > 0 else 0.0
         slowdown = self.ewma / fleet if fleet > 0 else 1.0
         return FeatureRow(
-            job_id, worker_id, event_id, ts, self.last_step, self.batches, tps,
+            job_id, worker_id, event_id, ts, self.last_step, self.batches, per_sample_s,
             float(self.ewma), mean, p50, p90, trend, share, float(slowdown),
         )
 

@@ -27,33 +27,24 @@ import numpy as np
 
 from shardsense.events import Prediction, TimingReport, encode
 from shardsense.settings import Settings
+from shardsense.tables import PREDICTIONS, WORKER_FEATURES, FeatureRow, prediction_row
 from shardsense.topics import timing_key
 from stream_processors.drift import StragglerDetector
-from stream_processors.features import (
-    FEATURE_ROW_COLUMNS,
-    FeatureRow,
-    FleetState,
-    LagFeatures,
-    WorkerStats,
-)
+from stream_processors.features import FleetState, LagFeatures, WorkerStats
 from stream_processors.models import AutoSelect, Forecaster, XGBoostForecaster, make_forecaster
+from stream_processors.pipeline import retry_forever
 from stream_processors.retrain import Retrainer, latest_model, load_model
 
-__all__ = ["PREDICTION_COLUMNS", "PredictionHook", "Predictor", "prediction_rows"]
+__all__ = ["PredictionHook", "Predictor"]
 
 log = logging.getLogger(__name__)
 
-#: Column order of ``predictions`` inserts (infra/clickhouse/001_core.sql).
-PREDICTION_COLUMNS = (
-    "job_id", "worker_id", "event_id", "ts", "based_on_step", "time_per_sample_s",
-    "uncertainty_s", "slowdown", "straggler", "model_versions",
-)
 #: A report's batches reach the detector as at most this many chunk means.
 DETECT_POINTS = 64
-
-
-def _micros(seconds: float) -> int:
-    return round(seconds * 1_000_000)
+#: Relative error assumed for a forecast before any was scored.
+PRIOR_REL_ERROR = 0.1
+#: Weight of the newest score in the EWMA of |relative error| (the uncertainty).
+ERROR_SMOOTHING = 0.05
 
 
 def chunk_means(values: np.ndarray, points: int) -> np.ndarray:
@@ -132,10 +123,7 @@ class Predictor:
         else:
             x, ref = {}, math.nan
         if x and ref > 0:
-            err = abs(wm.model.predict_one(x) - y / ref)
-            wm.abs_err = err if math.isnan(wm.abs_err) else wm.abs_err + 0.05 * (err - wm.abs_err)
-            wm.model.learn_one(x, y / ref)
-            wm.learned += 1
+            _score_and_learn(wm, x, ref, y)
         wm.lags.update(y, fleet)
         wm.pending = None
 
@@ -151,14 +139,15 @@ class Predictor:
             seen = wm.stats.observe(t["samples"], t["data_wait_s"], t["compute_s"], t["step"])
             if seen is None:
                 continue
-            tps, batch_tps = seen
-            m = fleet.median(default=tps)
+            per_sample_s, batch_per_sample_s = seen
+            m = fleet.median(default=per_sample_s)
             if m > 0:
-                wm.detector.update_many((chunk_means(batch_tps, DETECT_POINTS) / m).tolist())
-            self._learn(wm, tps, m)
+                points = chunk_means(batch_per_sample_s, DETECT_POINTS) / m
+                wm.detector.update_many(points.tolist())
+            self._learn(wm, per_sample_s, m)
             fleet.set(r.worker_id, wm.stats.ewma)
-            rows.append(wm.stats.row(r.job_id, r.worker_id, r.event_id, r.ts, tps,
-                                     fleet.median(default=tps)))
+            rows.append(wm.stats.row(r.job_id, r.worker_id, r.event_id, r.ts, per_sample_s,
+                                     fleet.median(default=per_sample_s)))
             last[(r.job_id, r.worker_id)] = r
         return rows, self._predict(last)
 
@@ -173,13 +162,14 @@ class Predictor:
         out = []
         for r, wm, x, ref, fleet in todo:
             wm.pending = (x, ref)
-            tps = wm.model.predict_one(x) * ref
-            err = wm.abs_err if math.isfinite(wm.abs_err) else 0.1
+            time_per_sample_s = wm.model.predict_one(x) * ref
+            err = wm.abs_err if math.isfinite(wm.abs_err) else PRIOR_REL_ERROR
             served = wm.model.chosen if isinstance(wm.model, AutoSelect) else wm.model.name
             out.append(Prediction(
                 job_id=r.job_id, worker_id=r.worker_id, event_id=prediction_id(r.event_id),
-                ts=r.ts, time_per_sample_s=tps, uncertainty_s=err * ref,
-                slowdown=tps / fleet if fleet > 0 else 1.0, straggler=wm.detector.straggler,
+                ts=r.ts, time_per_sample_s=time_per_sample_s, uncertainty_s=err * ref,
+                slowdown=time_per_sample_s / fleet if fleet > 0 else 1.0,
+                straggler=wm.detector.straggler,
                 based_on_step=wm.stats.last_step,
                 model_versions={"served": served, "xgboost": self.xgb.version or "none",
                                 "river_updates": str(wm.learned)},
@@ -209,13 +199,14 @@ class Predictor:
             parameters={"n": limit},
         ).result_rows
         replay: dict[tuple[str, int], list[tuple[dict[str, float], float, float]]] = {}
-        for job, worker, tps, slowdown, ewma in rows:
+        for job, worker, per_sample_s, slowdown, ewma in rows:
             wm = self._worker(str(job), int(worker))
             fleet = ewma / slowdown if slowdown > 0 else ewma
             if wm.lags.ref > 0:
                 x = wm.lags.features(fleet)
-                replay.setdefault((str(job), int(worker)), []).append((x, wm.lags.ref, tps))
-            wm.lags.update(float(tps), float(fleet))
+                replay.setdefault((str(job), int(worker)), []).append(
+                    (x, wm.lags.ref, per_sample_s))
+            wm.lags.update(float(per_sample_s), float(fleet))
             wm.stats.ewma = float(ewma)
             self.fleets.setdefault(str(job), FleetState()).set(int(worker), float(ewma))
         # Inputs first, then one booster call for all of them, then the models learn.
@@ -223,11 +214,7 @@ class Predictor:
         for key, items in replay.items():
             wm = self.workers[key]
             for x, ref, y in items:
-                err = abs(wm.model.predict_one(x) - y / ref)
-                wm.abs_err = err if math.isnan(wm.abs_err) else wm.abs_err + 0.05 * (
-                    err - wm.abs_err)
-                wm.model.learn_one(x, y / ref)
-                wm.learned += 1
+                _score_and_learn(wm, x, ref, y)
         return len(rows)
 
     def close(self) -> None:
@@ -235,23 +222,13 @@ class Predictor:
             self.retrainer.close()
 
 
-def prediction_rows(preds: Sequence[Prediction]) -> list[list[Any]]:
-    """Row-oriented data for one ``predictions`` insert."""
-    return [
-        [p.job_id, p.worker_id, p.event_id, _micros(p.ts), p.based_on_step, p.time_per_sample_s,
-         p.uncertainty_s, p.slowdown, int(p.straggler), p.model_versions]
-        for p in preds
-    ]
-
-
-def feature_rows(rows: Sequence[FeatureRow]) -> list[list[Any]]:
-    """Row-oriented data for one ``worker_features`` insert (DateTime64 as µs)."""
-    out = []
-    for row in rows:
-        values = row.values()
-        values[3] = _micros(row.ts)
-        out.append(values)
-    return out
+def _score_and_learn(wm: WorkerModel, x: dict[str, float], ref: float, y: float) -> None:
+    """Score the forecast for ``y`` (relative to ``ref``) into the uncertainty, then learn it."""
+    err = abs(wm.model.predict_one(x) - y / ref)
+    wm.abs_err = err if math.isnan(wm.abs_err) else wm.abs_err + ERROR_SMOOTHING * (
+        err - wm.abs_err)
+    wm.model.learn_one(x, y / ref)
+    wm.learned += 1
 
 
 #: Longest a batch waits for its predictions to be delivered (the rest follow later).
@@ -259,7 +236,7 @@ PUBLISH_WAIT_S = 1.0
 
 
 class PredictionHook:
-    """``ReportHook`` for ``stream_processors.app.create_app``: learn, store, publish.
+    """``ReportHook`` for ``stream_processors.pipeline.Pipeline``: learn, store, publish.
 
     Awaited by the agent before the batch's offsets are acknowledged, so a crash
     replays the batch; the derived ids make that replay idempotent downstream.
@@ -279,8 +256,6 @@ class PredictionHook:
                       "publish_s": 0.0}
 
     async def __call__(self, reports: list[TimingReport]) -> None:
-        from stream_processors.app import _retry  # the agent's own retry-forever policy
-
         started = time.perf_counter()
         rows, preds = self.predictor.update(reports)
         updated = time.perf_counter()
@@ -288,11 +263,11 @@ class PredictionHook:
         # Stored first, published second: a prediction the planner sees is in ClickHouse.
         work = []
         if rows:
-            work.append(_retry("worker_features insert", self.client.insert, "worker_features",
-                               feature_rows(rows), column_names=list(FEATURE_ROW_COLUMNS)))
+            work.append(retry_forever("worker_features insert", WORKER_FEATURES.insert,
+                                      self.client, [row.values() for row in rows]))
         if preds:
-            work.append(_retry("predictions insert", self.client.insert, "predictions",
-                               prediction_rows(preds), column_names=list(PREDICTION_COLUMNS)))
+            work.append(retry_forever("predictions insert", PREDICTIONS.insert, self.client,
+                                      [prediction_row(p) for p in preds]))
         await asyncio.gather(*work)
         stored = time.perf_counter()
         self.stats["store_s"] += stored - updated

@@ -130,9 +130,9 @@ def history_series(client: Any, job_id: str, limit: int) -> dict[int, list[tuple
     """
     rows = client.query(HISTORY_SQL, parameters={"job": job_id, "limit": limit}).result_rows
     out: dict[int, list[tuple[float, float]]] = {}
-    for worker, tps, slowdown, ewma in rows:
+    for worker, per_sample_s, slowdown, ewma in rows:
         fleet = ewma / slowdown if slowdown > 0 else ewma
-        out.setdefault(int(worker), []).append((float(tps), float(fleet)))
+        out.setdefault(int(worker), []).append((float(per_sample_s), float(fleet)))
     return out
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from infra.migrations import apply_schema
 from shardsense.clickhouse import connect
 from shardsense.kafka import create_topics, wait_for_broker
+from shardsense.schema import apply_schema
 from shardsense.settings import Settings
 from stream_processors.app import ReportHook, create_app, run_worker
 

@@ -55,7 +55,8 @@ def backend(
     if external:
         yield {"kafka": external, "clickhouse": ch_url}
         return
-    from infra.broker import EmbeddedBroker, free_port
+    from infra.broker import EmbeddedBroker
+    from shardsense.net import free_port
 
     log = Path(tmp_path_factory.mktemp("broker")) / "tansu.log"
     with EmbeddedBroker(free_port(), log_path=log) as broker:
@@ -71,8 +72,8 @@ def kafka_broker(backend: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def clickhouse_url(backend: dict[str, str]) -> str:
     """The session's ClickHouse URL with the schema applied."""
-    from infra.migrations import apply_schema
     from shardsense.clickhouse import connect
+    from shardsense.schema import apply_schema
 
     apply_schema(connect(backend["clickhouse"]))
     return backend["clickhouse"]

@@ -90,7 +90,7 @@ def _hint(job: str) -> html.Span:
             "Start training with the ShardSense runtime for job ",
             html.Code(job),
             ", or write a demo run: ",
-            html.Code(f"python -m dash_app.scenario --job-id {job}"),
+            html.Code(f"python -m benchmarks.console_fixture --job-id {job}"),
         ]
     )
 
@@ -150,7 +150,7 @@ _WORKER_COLUMNS: list[Column] = [
     ("slowdown", "slowdown", lambda x: "–" if x is None or math.isnan(x) else f"×{x:.2f}"),
     ("predicted", "predicted_slowdown",
      lambda x: "–" if x is None or math.isnan(x) else f"×{x:.2f}"),
-    ("time/sample", "tps_s", fmt_ms),
+    ("time/sample", "time_per_sample_s", fmt_ms),
     ("batch", "batch_size", lambda x: str(int(x))),
     ("share", "share", fmt_pct),
     ("last seen", "last_seen", fmt_time),

@@ -97,12 +97,16 @@ _DECISION_COLUMNS: list[Column] = [
 
 
 def step_figure(steps: pd.DataFrame, maps: pd.DataFrame) -> go.Figure:
-    """Bucketed step time with a dashed line where each map version took effect."""
+    """Bucketed step time with a dashed line where each map change took effect.
+
+    The job's first map (version 1, rank 0's) is no change, so it gets no line.
+    """
     fig = go.Figure()
     fig.add_scatter(x=steps["t"], y=steps["step_s"] * 1000, mode="lines", name="step time",
                     line={"color": "#2f54eb", "width": 1.5})
+    first = maps["map_version"].min() if len(maps) else None
     for row in maps.itertuples():
-        if row.map_version == 0 or pd.isna(row.first_t):
+        if row.map_version == first or pd.isna(row.first_t):
             continue
         fig.add_vline(x=pd.Timestamp(row.first_t).to_pydatetime(), line_dash="dash",
                       line_color="#c4320a")

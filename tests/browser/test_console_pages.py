@@ -1,8 +1,9 @@
 """The console in real headless Chromium (Debian's, driven by Playwright) on the session chDB.
 
 The console is served by ConsoleServer from this process, sharing the session's
-chDB client the way the embedded stack does; a scenario run with two injected
-stragglers (ranks 3 and 5) feeds it. Needs ``apt-get install chromium``.
+chDB client the way the embedded stack does; a fixture run with two injected
+stragglers (ranks 3 and 5) through the real predictor and planner policy feeds it.
+Needs ``apt-get install chromium``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from dash_app.scenario import Scenario, write_scenario
-from dash_app.screenshots import chromium_missing, launch_chromium
+from benchmarks.console_fixture import FixtureRun, write_run
+from benchmarks.screenshots import chromium_missing, launch_chromium
 from dash_app.server import ConsoleServer
 from shardsense.clickhouse import connect
 from shardsense.settings import Settings
@@ -32,7 +33,7 @@ def console(clickhouse_url: str) -> Iterator[dict[str, Any]]:
         pytest.skip(reason)
     client = connect(clickhouse_url)
     job = f"browser-{uuid.uuid4().hex[:8]}"
-    write_scenario(client, job)
+    write_run(client, job)
     settings = Settings.from_env(
         {}, clickhouse_url=clickhouse_url, job_id=job, console_refresh_ms=1000
     )
@@ -81,9 +82,9 @@ def test_live_page_highlights_the_injected_stragglers(page: Any, console: dict[s
     page.wait_for_selector("#stragglers-table tr.straggler")
     rows = page.query_selector_all("#stragglers-table tr.straggler")
     highlighted = {r.get_attribute("data-worker") for r in rows}
-    assert highlighted == {str(w) for w in Scenario().stragglers}
+    assert highlighted == {str(w) for w in FixtureRun().stragglers}
     assert all(float(r.get_attribute("data-slowdown")) > 1.3 for r in rows)
-    assert page.locator("#stragglers-table tbody tr").count() == Scenario().workers
+    assert page.locator("#stragglers-table tbody tr").count() == FixtureRun().workers
     summary = page.inner_text("#straggler-summary")
     assert re.search(r"rank 3 \(×1\.\d\d\)", summary) and "rank 5" in summary
     assert page.inner_text("#straggler-count").split()[-1] == "2"
@@ -92,7 +93,8 @@ def test_live_page_highlights_the_injected_stragglers(page: Any, console: dict[s
     page.wait_for_selector("#batch-time-graph .main-svg")
     page.wait_for_selector("#share-graph .main-svg")
     # One solid (actual) and one dotted (predicted) line per worker.
-    assert page.locator("#batch-time-graph .scatterlayer .trace").count() == 2 * Scenario().workers
+    traces = page.locator("#batch-time-graph .scatterlayer .trace").count()
+    assert traces == 2 * FixtureRun().workers
     _no_trouble(page)
 
 
@@ -115,10 +117,10 @@ def test_planner_page_lists_versions_and_declined_decisions(
     page.wait_for_selector("#maps-table")
     versions = [r.get_attribute("data-version")
                 for r in page.query_selector_all("#maps-table tbody tr")]
-    assert versions[-1] == "0" and len(versions) >= 3
+    assert versions[-1] == "1" and len(versions) >= 3  # the first map is version 1
     assert versions == sorted(versions, key=int, reverse=True)
     maps_text = page.inner_text("#maps-table")
-    assert "worth it" in maps_text and "initial even split" in maps_text
+    assert "worth it" in maps_text and "first map of the job" in maps_text
     declined = page.inner_text("#declined-table")
     assert "skipped" in declined and "improvement below" in declined
     page.wait_for_selector("#step-graph .main-svg")
@@ -141,7 +143,7 @@ def test_sql_page_runs_a_query(page: Any, console: dict[str, Any]) -> None:
     page.goto(console["url"].rstrip("/") + "/sql")
     page.wait_for_selector("#sql-input")
     status = _run_sql(page)  # the saved example, filled in for the job
-    assert status.startswith(f"{Scenario().workers} rows")
+    assert status.startswith(f"{FixtureRun().workers} rows")
     page.wait_for_selector("#sql-table")
     page.wait_for_selector("#sql-chart .main-svg")
     job = console["job"]

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import free_port
 from producers.mapfeed import KafkaMapSource
 from producers.maps import JobShape, elastic_map
 from producers.telemetry import KafkaTimingSink
+from shardsense.net import free_port
 from tests.support.faults import FakeRanks, Timeline, UpProcess, fault_settings
 
 pytestmark = pytest.mark.faults

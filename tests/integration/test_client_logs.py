@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from infra.broker import free_port
+from shardsense.net import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,8 @@
-"""Console panels and read-only SQL against the session's real chDB, fed by the scenario."""
+"""Console panels and read-only SQL against the session's real chDB.
+
+The data is a simulated fleet's run through the real processor predictor and planner
+policy (``benchmarks.console_fixture``), not an imitation of them.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,23 @@ from typing import Any
 
 import pytest
 
+from benchmarks.console_fixture import FixtureRun, write_run
 from dash_app import ConsoleServer
 from dash_app import queries as q
-from dash_app.scenario import Scenario, write_scenario
 from dash_app.sqlguard import explain_error, readonly_client, run_readonly
 from shardsense.clickhouse import connect
 from shardsense.settings import Settings
+from shardsense.tables import DEAD_LETTERS
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def fed(clickhouse_url: str) -> tuple[Any, str]:
-    """The session client and a job id holding one scenario run."""
+    """The session client and a job id holding one fixture run."""
     client = connect(clickhouse_url)
     job = f"console-{uuid.uuid4().hex[:8]}"
-    counts = write_scenario(client, job)
+    counts = write_run(client, job)
     assert counts["batch_timings"] > 1000
     return client, job
 
@@ -39,7 +44,7 @@ def test_live_panels_find_the_injected_stragglers(fed: tuple[Any, str]) -> None:
     assert kpis["workers"] == 8 and kpis["events_per_s"] > 0
     assert 0 < kpis["lag_p50_s"] < 5
     strag = q.stragglers(db, job)
-    assert set(strag.loc[strag["straggler"], "worker_id"]) == set(Scenario().stragglers)
+    assert set(strag.loc[strag["straggler"], "worker_id"]) == set(FixtureRun().stragglers)
     series = q.batch_series(db, job, 600)
     assert series["predicted_s"].notna().mean() > 0.9
     shares = series.groupby("t")["share"].sum()
@@ -50,7 +55,7 @@ def test_planner_panels_show_versions_and_declined_decisions(fed: tuple[Any, str
     client, job = fed
     db = q.Db(client)
     maps = q.shard_map_versions(db, job)
-    assert list(maps["map_version"]) == list(range(len(maps))) and len(maps) >= 2
+    assert list(maps["map_version"]) == list(range(1, len(maps) + 1)) and len(maps) >= 2
     assert (maps["moved_shards"].iloc[1:] > 0).all()
     # Each rebalance after an onset made steps faster.
     assert (maps["realised_gain_s"].iloc[1:] > 0).all()
@@ -112,9 +117,9 @@ def test_refused_sql_leaves_the_shared_writer_writable(
             ro_client.query_df(sql)
     writer = connect(clickhouse_url)
     job = f"writable-{uuid.uuid4().hex[:8]}"
-    writer.insert("dead_letters", [[job, "e", 0, "c", "r", "t", 0, 0, 1]],
-                  column_names=["job_id", "event_id", "ts", "code", "reason", "source_topic",
-                                "source_partition", "source_offset", "payload_bytes"])
+    DEAD_LETTERS.insert(writer, [DEAD_LETTERS.row(
+        job_id=job, event_id="e", ts=0.0, code="c", reason="r", source_topic="t",
+        source_partition=0, source_offset=0, payload_bytes=1)])
     assert writer.query(f"SELECT count() FROM dead_letters WHERE job_id = '{job}'").result_rows \
         == [(1,)]
     assert ro_client.query("SELECT 1").result_rows == [(1,)]

@@ -10,10 +10,10 @@ import pytest
 
 from planner_service.recovery import durable_facts
 from planner_service.service import Planner
-from planner_service.sink import MAP_COLUMNS, map_row
 from shardsense.clickhouse import connect
 from shardsense.events import ShardMap
 from shardsense.settings import Settings
+from shardsense.tables import SHARD_MAPS, shard_map_row
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_base_map_is_rebuilt_from_clickhouse_when_the_topic_has_none(settings: S
     client = connect(settings.resolved_clickhouse_url)
     stored = ShardMap.build(settings.job_id, 6, [[0, 1, 2], [3, 4, 5]], [10, 6],
                             num_samples=1600, max_batch_size=12, reason="before the crash")
-    client.insert("shard_maps", [map_row(stored)], column_names=list(MAP_COLUMNS))
+    SHARD_MAPS.insert(client, [shard_map_row(stored)])
     _timings(client, settings.job_id, 6)
     got, in_force = durable_facts(client, settings.job_id)
     assert in_force == 6 and got is not None
@@ -64,7 +64,7 @@ def test_a_newer_version_in_force_than_stored_waits_then_never_goes_back(
     monkeypatch.setattr(service, "RECOVER_EVERY_S", 0.2)
     client = connect(settings.resolved_clickhouse_url)
     stored = ShardMap.build(settings.job_id, 3, [[0, 1], [2, 3]], [8, 8], num_samples=800)
-    client.insert("shard_maps", [map_row(stored)], column_names=list(MAP_COLUMNS))
+    SHARD_MAPS.insert(client, [shard_map_row(stored)])
     _timings(client, settings.job_id, 4)  # rank 0 had v4 (its own map, never stored)
     planner = Planner(settings, client=client).start()
     try:

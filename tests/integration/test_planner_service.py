@@ -196,7 +196,7 @@ def test_shardsense_planner_runs_as_its_own_process(settings: Settings, tmp_path
     flags = ["--kafka-bootstrap", s.kafka_bootstrap, "--job-id", s.job_id,
              "--topic-predictions", s.topic_predictions, "--topic-shard-maps",
              s.topic_shard_maps, "--planner-interval-ms", "200", "--planner-confirmations", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "shardsense.cli", "planner", *flags], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "planner", *flags], env=env)
     try:
         wait_for(lambda: len(read_maps(s)) >= 2, timeout=30)
     finally:

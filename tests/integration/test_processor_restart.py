@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from infra.broker import _die_with_parent
-from shardsense.kafka import consumer_config
+from infra.broker import die_with_parent
 from shardsense.settings import Settings
-from stream_processors.app import consumer_group
 from stream_processors.predictor import prediction_id
-from tests.integration.test_processor_learning import WORKERS, fleet_reports, produce
+from tests.support.fleet import WORKERS, fleet_reports, produce
+from tests.support.progress import Progress
 
 pytestmark = pytest.mark.integration
 
@@ -87,9 +85,9 @@ class Processor:
             out.write(f"--- start at {time.time():.3f}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shardsense.cli", "processor", *self.flags],
+                [sys.executable, "-m", "infra.cli", "processor", *self.flags],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
             )
 
     def signal(self, sig: int, timeout: float = 30.0) -> int:
@@ -110,34 +108,6 @@ class Processor:
     def tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "processor log tail:\n" + "\n".join(text.splitlines()[-lines:])
-
-
-class Progress:
-    """What the processor did, seen from outside: its group's committed offsets on
-    the timings topic, and the predictions topic's high watermark, which moves
-    whenever it stored a batch (predictions are published after the inserts).
-
-    Tansu's high watermark is the *base offset + 1 of the last record batch*, not
-    the end of the log, so it is only a "something new arrived" signal; the end
-    of the timings topic is the number of reports produced.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.s = settings
-        self.consumer = Consumer(consumer_config(settings, consumer_group(settings)))
-        self.parts = [TopicPartition(settings.topic_timings, p)
-                      for p in range(settings.topic_partitions)]
-
-    def committed(self) -> int:
-        return sum(max(tp.offset, 0) for tp in self.consumer.committed(self.parts, timeout=10))
-
-    def predictions(self) -> int:
-        topic = self.s.topic_predictions
-        return sum(self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in range(self.s.topic_partitions))
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def _until(cond: Callable[[], bool], what: str, proc: Processor, timeout: float = 30.0) -> None:

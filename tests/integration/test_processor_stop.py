@@ -18,8 +18,8 @@ import pytest
 from shardsense.clickhouse import connect
 from shardsense.settings import Settings
 from stream_processors.app import ProcessorThread, create_app
-from tests.integration.test_processor_learning import fleet_reports, produce
-from tests.integration.test_processor_restart import Progress
+from tests.support.fleet import fleet_reports, produce
+from tests.support.progress import Progress
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from infra.broker import free_port
 from producers.mapfeed import KafkaMapSource
 from producers.telemetry import KafkaTimingSink
 from shardsense.events import ShardMap, TimingReport, decode, encode
 from shardsense.kafka import consumer_config, producer_config
+from shardsense.net import free_port
 from shardsense.settings import Settings
 
 pytestmark = pytest.mark.integration

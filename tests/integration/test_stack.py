@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import free_port, port_is_free
+from shardsense.net import free_port, port_is_free
 
 pytestmark = pytest.mark.integration
 
 
 def _up(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "shardsense.cli", "up", "--data-dir", str(tmp_path),
+        [sys.executable, "-m", "infra.cli", "up", "--data-dir", str(tmp_path),
          "--log-level", "WARNING", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -59,14 +59,17 @@ def _alive(pid: int) -> bool:
 
 
 def test_up_then_ctrl_c_leaves_no_process_and_no_port(tmp_path: Path) -> None:
-    broker_port, console_port = free_port(), free_port()
-    proc = _up(tmp_path, "--broker-port", str(broker_port), "--console-port", str(console_port))
+    broker_port, console_port, sql_port = free_port(), free_port(), free_port()
+    proc = _up(tmp_path, "--broker-port", str(broker_port), "--console-port", str(console_port),
+               "--sql-port", str(sql_port))
     try:
         _wait_line(proc, "ShardSense stack ready", timeout=90)
         state = json.loads((tmp_path / "stack.json").read_text())
         assert _listening(broker_port) and _alive(state["broker_pid"])
         assert state["console_url"] == f"http://127.0.0.1:{console_port}/"
         assert _listening(console_port)
+        assert state["sql_url"] == f"http://127.0.0.1:{sql_port}/" and _listening(sql_port)
+        assert not _reachable_beyond_loopback(sql_port)
         assert not _reachable_beyond_loopback(broker_port)
         time.sleep(3)  # let the processor join its group: stop mid-flight, not before
         proc.send_signal(signal.SIGINT)
@@ -78,7 +81,7 @@ def test_up_then_ctrl_c_leaves_no_process_and_no_port(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "ShardSense stack stopped" in out
     assert not _alive(state["broker_pid"])
-    assert port_is_free(broker_port) and port_is_free(console_port)
+    assert port_is_free(broker_port) and port_is_free(console_port) and port_is_free(sql_port)
 
 
 def _reachable_beyond_loopback(port: int) -> bool:
@@ -114,8 +117,8 @@ def test_bad_setting_fails_at_start_naming_it(tmp_path: Path) -> None:
 
 
 def test_schema_applies_idempotently(clickhouse_url: str) -> None:
-    from infra.migrations import apply_schema
     from shardsense.clickhouse import connect
+    from shardsense.schema import apply_schema
 
     client = connect(clickhouse_url)
     assert apply_schema(client) == []  # the session fixture applied it already

@@ -159,7 +159,7 @@ class UpProcess:
 
     def start(self) -> UpProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shardsense.cli", "up", "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "infra.cli", "up", "--data-dir", str(self.data_dir),
              *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
         )

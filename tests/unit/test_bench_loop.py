@@ -8,9 +8,9 @@ torch = pytest.importorskip("torch")
 
 from torch.utils.data import TensorDataset  # noqa: E402
 
-from producers.bench.loop import BenchSink, EwmaPredictor, InProcessPlanner  # noqa: E402
-from producers.bench.scenarios import BenchConfig  # noqa: E402
-from producers.bench.worker import _policy_config  # noqa: E402
+from benchmarks.bench.loop import BenchSink, EwmaPredictor, InProcessPlanner  # noqa: E402
+from benchmarks.bench.scenarios import BenchConfig  # noqa: E402
+from benchmarks.bench.worker import policy_config  # noqa: E402
 from producers.maps import JobShape, elastic_map  # noqa: E402
 from producers.memory import InMemoryMapSource  # noqa: E402
 
@@ -46,10 +46,10 @@ def test_planner_publishes_a_map_that_shrinks_the_slow_rank():
     maps = InMemoryMapSource(elastic_map(job, 1, 4, None, reason="first"))
 
     train = TensorDataset(torch.zeros(1437, 64), torch.zeros(1437, dtype=torch.long))
-    planner = InProcessPlanner(maps, "bench", _policy_config(BenchConfig(), train))
+    planner = InProcessPlanner(maps, "bench", policy_config(BenchConfig(), train))
     for step in range(2, 40, 4):
         planner.on_window(step, [0.048, 0.048, 0.048, 0.096], [16, 16, 16, 16])
     latest = maps.latest()
     assert latest is not None and latest.map_version == 2
     assert latest.batch_sizes[3] in (9, 10) and sum(latest.batch_sizes) == 64
-    assert [d.decision for _, d in planner.decisions].count("published") == 1
+    assert [d.outcome for _, d in planner.decisions].count("published") == 1

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from producers.bench.analysis import analyse, delays, goals
-from producers.bench.oracle import (
+from benchmarks.bench.analysis import analyse, delays, goals
+from benchmarks.bench.oracle import (
     adaptation_steps,
     clairvoyant,
     critical_path,
@@ -17,7 +17,7 @@ from producers.bench.oracle import (
     persistent,
     window_ratio,
 )
-from producers.bench.scenarios import SCENARIO_NAMES, catalogue
+from benchmarks.bench.scenarios import SCENARIO_NAMES, catalogue
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shardsense.cli import COMMANDS
+from infra.cli import COMMANDS
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +42,14 @@ def test_every_service_runs_a_real_command_and_binds_loopback() -> None:
     assert set(spec["volumes"]) >= {"kafka-data", "clickhouse-data"}
     dockerfile = ROOT / services["migrate"]["build"]["dockerfile"]
     assert dockerfile.exists()
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    """The Dockerfile must follow the layout: a package it misses breaks a command in the image."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {line.split()[1] for line in (ROOT / "infra" / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") and (ROOT / line.split()[1]).is_dir()}
+    assert packages <= copied, f"infra/Dockerfile does not COPY {sorted(packages - copied)}"

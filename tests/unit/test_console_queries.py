@@ -1,4 +1,4 @@
-"""Console query builders, panel logic on canned frames, page helpers and the scenario maths."""
+"""Console query builders, panel logic on canned frames and page helpers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from dash_app import queries
 from dash_app.components import fmt_ms, fmt_num, fmt_pct
 from dash_app.pages.sql import EXAMPLES, example_sql, is_example, quick_chart, to_records
-from dash_app.scenario import _split, rebalance
 from dash_app.sqlguard import check_sql
+from shardsense.events import moved_shards
 from shardsense.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -60,10 +60,10 @@ def test_bucket_seconds_keeps_points_bounded() -> None:
 
 
 def test_moved_shards_counts_owner_changes() -> None:
-    assert queries.moved_shards([[0, 1], [2, 3]], [[0, 1], [2, 3]]) == 0
-    assert queries.moved_shards([[0, 1], [2, 3]], [[1, 0], [3, 2]]) == 0
-    assert queries.moved_shards([[0, 1], [2, 3]], [[2, 3], [0, 1]]) == 4
-    assert queries.moved_shards(np.array([[0, 1], [2, 3]]), [[0, 1, 2], [3]]) == 1
+    assert moved_shards([[0, 1], [2, 3]], [[0, 1], [2, 3]]) == 0
+    assert moved_shards([[0, 1], [2, 3]], [[1, 0], [3, 2]]) == 0
+    assert moved_shards([[0, 1], [2, 3]], [[2, 3], [0, 1]]) == 4
+    assert moved_shards(np.array([[0, 1], [2, 3]]), [[0, 1, 2], [3]]) == 1
 
 
 class CannedDb(queries.Db):
@@ -83,7 +83,7 @@ class CannedDb(queries.Db):
 def _now(tps: list[float]) -> pd.DataFrame:
     n = len(tps)
     return pd.DataFrame({
-        "worker_id": range(n), "tps_s": tps, "batch_size": [32] * n,
+        "worker_id": range(n), "time_per_sample_s": tps, "batch_size": [32] * n,
         "last_seen": [pd.Timestamp("2026-01-01")] * n,
     })
 
@@ -94,7 +94,7 @@ def test_stragglers_from_measured_slowdown_when_no_features() -> None:
         "feature_slowdown": pd.DataFrame({"worker_id": [], "feature_slowdown": []}),
         "predicted_slowdown": pd.DataFrame(
             {"worker_id": [], "predicted_slowdown": [], "predicted_straggler": [],
-             "predicted_tps_s": []}),
+             "predicted_time_per_sample_s": []}),
     })
     out = queries.stragglers(db, "j", threshold=1.3)
     assert list(out.loc[out["straggler"], "worker_id"]) == [2]
@@ -108,7 +108,7 @@ def test_stragglers_prefer_features_and_honour_predictions() -> None:
         "feature_slowdown": pd.DataFrame({"worker_id": [1], "feature_slowdown": [1.5]}),
         "predicted_slowdown": pd.DataFrame(
             {"worker_id": [3], "predicted_slowdown": [1.2], "predicted_straggler": [1],
-             "predicted_tps_s": [0.012]}),
+             "predicted_time_per_sample_s": [0.012]}),
     })
     out = queries.stragglers(db, "j", threshold=1.3).set_index("worker_id")
     assert set(out.index[out["straggler"]]) == {1, 3}
@@ -187,17 +187,6 @@ def test_formatters() -> None:
     assert fmt_pct(0.25) == "25.0 %"
     assert fmt_num(np.int64(1200)) == "1,200"
     assert fmt_num(None) == fmt_ms(float("nan")) == "–"
-
-
-def test_split_and_rebalance_keep_every_shard_once() -> None:
-    sizes = _split(256, [1, 1, 1, 0.55, 1, 1, 0.66, 1])
-    assert sum(sizes) == 256 and sizes[3] < sizes[0]
-    shards = [list(range(r * 8, r * 8 + 8)) for r in range(8)]
-    targets = _split(64, sizes)
-    moved = rebalance(shards, targets)
-    assert sorted(s for rank in moved for s in rank) == list(range(64))
-    assert [len(r) for r in moved] == targets
-    assert queries.moved_shards(shards, moved) == sum(max(0, 8 - t) for t in targets)
 
 
 def test_console_settings_come_from_env() -> None:

@@ -127,7 +127,7 @@ def test_settings_offer_exactly_the_registered_algorithms() -> None:
 @settings(max_examples=150, deadline=None)
 @given(problem=problems())
 def test_minmax_matches_an_independent_integer_optimum(problem: tuple) -> None:
-    from planner_service.bench import integer_optimum, min_moves_for_makespan
+    from benchmarks.plan_bench import integer_optimum, min_moves_for_makespan
 
     owner, speeds, batch, _ = problem
     plan = get_plan("minmax", owner, speeds, batch)

@@ -79,7 +79,7 @@ def test_publish_adopts_records_and_learns_bandwidth(monkeypatch: pytest.MonkeyP
     planner, sink = make_planner(monkeypatch)
     producer = FakeProducer()
     decision = planner._evaluate(producer)
-    assert decision is not None and decision.decision == "published"
+    assert decision is not None and decision.outcome == "published"
     ((topic, key, value),) = producer.sent
     assert topic == planner.settings.topic_shard_maps and key == b"job-u"
     sent = decode(value, expect=ShardMap)

@@ -49,7 +49,7 @@ def test_a_slow_rank_gets_a_new_map_with_its_share_halved() -> None:
     policy = make(clock)
     feed(policy, [0.01, 0.01, 0.01, 0.02], step=50)
     d = policy.evaluate()
-    assert d is not None and d.decision == "published", d
+    assert d is not None and d.outcome == "published", d
     m = d.shard_map
     assert m is not None and m.map_version == 2 and m.worker_id == -1
     assert m.batch_sizes == [37, 37, 36, 18]
@@ -62,7 +62,7 @@ def test_a_slow_rank_gets_a_new_map_with_its_share_halved() -> None:
     assert policy.evaluate() is None  # our own map coming back is no news
     feed(policy, [0.01, 0.01, 0.01, 0.02])
     again = policy.evaluate()
-    assert again is not None and again.decision == "skipped" and again.moved_shards == 0
+    assert again is not None and again.outcome == "skipped" and again.moved_shards == 0
 
 
 def test_noise_around_equal_speeds_never_publishes() -> None:
@@ -75,7 +75,7 @@ def test_noise_around_equal_speeds_never_publishes() -> None:
         feed(policy, [0.01 * rng.uniform(0.9, 1.1) for _ in range(4)], step=i)
         d = policy.evaluate()
         assert d is not None
-        decisions.append(d.decision)
+        decisions.append(d.outcome)
     assert "published" not in decisions
     assert decisions.count("skipped") >= 290
 
@@ -85,7 +85,7 @@ def test_gain_below_cost_is_skipped_with_both_numbers() -> None:
     policy = make(clock, bandwidth_bps=1e3, horizon_steps=10)
     feed(policy, [0.01, 0.01, 0.01, 0.02])
     d = policy.evaluate()
-    assert d is not None and d.decision == "skipped"
+    assert d is not None and d.outcome == "skipped"
     assert "not worth moving" in d.reason and d.move_cost_s > d.predicted_gain_s > 0
 
 
@@ -93,29 +93,29 @@ def test_confirmations_hold_back_a_single_blip() -> None:
     clock = Clock()
     policy = make(clock, confirmations=3)
     feed(policy, [0.01, 0.01, 0.01, 0.02])
-    assert policy.evaluate().decision == "pending"  # type: ignore[union-attr]
+    assert policy.evaluate().outcome == "pending"  # type: ignore[union-attr]
     feed(policy, [0.01, 0.01, 0.01, 0.01])
-    assert policy.evaluate().decision == "skipped"  # type: ignore[union-attr]
+    assert policy.evaluate().outcome == "skipped"  # type: ignore[union-attr]
     for expected in ("pending", "pending", "published"):
         feed(policy, [0.01, 0.01, 0.01, 0.02])
-        assert policy.evaluate().decision == expected  # type: ignore[union-attr]
+        assert policy.evaluate().outcome == expected  # type: ignore[union-attr]
 
 
 def test_silent_rank_forces_a_replan_and_its_return_another() -> None:
     clock = Clock()
     policy = make(clock, rank_timeout_s=30)
     feed(policy, [0.01] * 4)
-    assert policy.evaluate().decision == "skipped"  # type: ignore[union-attr]
+    assert policy.evaluate().outcome == "skipped"  # type: ignore[union-attr]
     clock.t += 31
     feed(policy, [0.01] * 3)  # rank 3 stays silent
     d = policy.evaluate()
-    assert d is not None and d.decision == "published" and "rank 3 silent" in d.reason
+    assert d is not None and d.outcome == "published" and "rank 3 silent" in d.reason
     assert d.shard_map is not None and d.shard_map.batch_sizes[3] == 0
     assert d.shard_map.shards[3] == []
     policy.observe_map(d.shard_map)
     feed(policy, [0.01] * 4)
     back = policy.evaluate()
-    assert back is not None and back.decision == "published" and "rank 3 joined" in back.reason
+    assert back is not None and back.outcome == "published" and "rank 3 joined" in back.reason
     assert back.shard_map is not None and back.shard_map.map_version == 3
     assert back.shard_map.batch_sizes[3] > 0
 
@@ -138,7 +138,7 @@ def test_waits_for_every_rank_at_start_up_and_ignores_other_jobs() -> None:
     clock.t += 31
     feed(policy, [0.01] * 3)
     d = policy.evaluate()
-    assert d is not None and d.decision == "published" and "rank 3" in d.reason
+    assert d is not None and d.outcome == "published" and "rank 3" in d.reason
 
 
 def test_older_maps_are_ignored_and_cap_is_honoured() -> None:
@@ -178,7 +178,7 @@ def test_replayed_predictions_count_from_their_own_timestamp() -> None:
     # Rank 3's last prediction (replayed after a restart) is already 70 s old.
     policy.observe_prediction(Prediction(JOB, 3, "old", clock.t - 70, time_per_sample_s=0.01))
     d = policy.evaluate()
-    assert d is not None and d.decision == "published" and "rank 3 silent" in d.reason
+    assert d is not None and d.outcome == "published" and "rank 3 silent" in d.reason
 
 
 @pytest.mark.parametrize("world", [4, 64])
@@ -199,7 +199,7 @@ def test_heavy_noise_on_many_ranks_never_flaps_but_a_real_straggler_wins(world: 
             policy.observe_prediction(prediction(r, 0.01 * f * rng.uniform(0.8, 1.2), step=i))
         d = policy.evaluate()
         assert d is not None
-        if d.decision == "published":
+        if d.outcome == "published":
             assert i >= 100 and d.shard_map is not None
             assert d.shard_map.batch_sizes[1] < min(d.shard_map.batch_sizes) + 1
             return

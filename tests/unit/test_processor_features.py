@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.evaluate import detection, make_fleet, make_trace, progressive
 from stream_processors.drift import StragglerDetector
-from stream_processors.evaluate import detection, make_fleet, make_trace, progressive
 from stream_processors.features import (
     FEATURE_NAMES,
     FleetState,

@@ -11,17 +11,20 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from producers.engine import ShardSenseRuntime
+from producers.engine import LoaderOptions, ShardSenseRuntime
 from producers.memory import InMemoryMapSource, InMemoryTimingSink
 from shardsense.events import ShardMap
 
 pytestmark = pytest.mark.unit
 
+AS_LISTS = LoaderOptions(collate_fn=list)  # batches as plain lists of indices
+
 
 def make(n=103, shards=10, world=3, batch=12, maps=None, **kw) -> ShardSenseRuntime:
     return ShardSenseRuntime(list(range(n)), num_shards=shards, num_workers=world,
                              global_batch_size=batch, maps=maps or InMemoryMapSource(),
-                             collate_fn=list, sync_every=kw.pop("sync_every", 2), **kw)
+                             loader=kw.pop("loader", AS_LISTS), sync_every=kw.pop("sync_every", 2),
+                             **kw)
 
 
 def run_epoch(rt: ShardSenseRuntime, on_step=None) -> list[list[list[int]]]:
@@ -195,7 +198,7 @@ def test_exactly_once_under_random_maps_restarts_and_world_changes(data):
     def runtime(world):
         return ShardSenseRuntime(list(range(n)), num_shards=shards, num_workers=world,
                                  global_batch_size=batch, seed=seed, sync_every=sync,
-                                 maps=maps, collate_fn=list)
+                                 maps=maps, loader=AS_LISTS)
 
     rt = runtime(data.draw(st.integers(1, 4), label="world"))
     for epoch in range(2):
@@ -234,7 +237,8 @@ def test_exactly_once_under_random_maps_restarts_and_world_changes(data):
 
 def test_prefetching_worker_processes_never_see_a_map_change_they_already_passed():
     maps = InMemoryMapSource()
-    rt = make(world=2, batch=8, maps=maps, loader_workers=2, prefetch_factor=2)
+    rt = make(world=2, batch=8, maps=maps,
+              loader=LoaderOptions(loader_workers=2, prefetch_factor=2, collate_fn=list))
     new = ShardMap.build("default", 2, maps.latest().shards, [6, 2])
     steps = run_epoch(rt, on_step=lambda s: maps.publish(new) if s == 0 else None)
     sizes = [[len(b) for b in per_rank] for per_rank in steps]
@@ -247,22 +251,24 @@ def test_prefetching_worker_processes_never_see_a_map_change_they_already_passed
     rt.close()
 
 
-def test_attached_hook_turns_compute_time_into_busy_time():
+def test_attached_hook_turns_compute_time_into_busy_time(monkeypatch):
     import time
 
     class FakeDDP:  # stands in for DistributedDataParallel: keeps the registered state
         def register_comm_hook(self, state, hook):
             self.state = state
 
+    clock = [100.0]  # the loader's perf_counter, advanced by the "training step" below
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
     sink = InMemoryTimingSink()
     rt = make(n=48, world=1, batch=8, sink=sink)
     model = rt.attach(FakeDDP())
     for _batch in rt.get_dataloader(0):
-        time.sleep(0.002)
-        model.state.ready_at = time.perf_counter()  # "gradients ready": the hook's stamp
-        time.sleep(0.05)  # waiting for peers in the all-reduce
+        clock[0] += 0.0025  # this rank's own forward and backward
+        model.state.ready_at = clock[0]  # "gradients ready": the hook's stamp
+        clock[0] += 0.05  # waiting for peers in the all-reduce
     assert model.state.scale == 1.0
-    # busy ~2 ms, never the 50 ms spent waiting (wide margin for a loaded machine)
+    # busy 2.5 ms, never the 50 ms spent waiting
     assert all(0.002 <= r.compute_s < 0.045 for r in sink.records), sink.records[:3]
     with pytest.raises(ValueError, match="model"):
         rt.attach(object())

@@ -13,12 +13,11 @@ from producers.maps import (
     elastic_map,
     equal_batch_sizes,
     map_problem,
-    moved_shards,
     rebalance,
 )
 from producers.schedule import Assignment, EpochSchedule
 from producers.shards import EpochOrder, VirtualShards
-from shardsense.events import ShardMap
+from shardsense.events import ShardMap, moved_shards
 
 pytestmark = pytest.mark.unit
 
@@ -88,7 +87,7 @@ def test_elastic_map_is_valid_and_versioned():
     assert first.shards == [[0, 1, 2, 3], [4, 5, 6, 7]] and first.batch_sizes == [6, 6]
     second = elastic_map(job, 2, 3, first, reason="grow")
     assert second.map_version == 2 and map_problem(second, job, 3) is None
-    assert moved_shards(_assign(first), _assign(second)) == 2
+    assert moved_shards(_assign(first).shards, _assign(second).shards) == 2
 
 
 def _assign(m: ShardMap) -> Assignment:

@@ -101,7 +101,7 @@ def test_rate_limit_filter_lets_one_record_per_interval_and_says_how_many_it_hid
 
 
 def test_offer_cost_ns_times_any_offer_callable() -> None:
-    from producers.telemetry_bench import offer_cost_ns
+    from benchmarks.telemetry_bench import offer_cost_ns
 
     calls: list[tuple] = []
     cost = offer_cost_ns(lambda *a: calls.append(a), 1000, burst=100, pause_s=0.0)
