@@ -23,14 +23,24 @@ the purged messages again, in order, with their original callbacks; only what
 librdkafka itself gave up on (time-outs, queue full) reaches the callbacks as
 an error. ``flush`` works in short slices, so a flush that meets a dead
 producer heals it instead of blocking for its whole timeout.
+
+Siblings: when one producer finds the broker's producer ids reset, every other
+``HealingProducer`` of the process on the same bootstrap that has not delivered
+since is replaced too, at its next ``produce``/``poll``/``flush``, instead of
+each finding out alone. An idle one would otherwise send with its stale id, which
+the restarted broker may have handed to another producer meanwhile (seen in the
+faults tier: a prediction producer stalled 5 s with sequence errors while it kept
+its old id).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -56,6 +66,8 @@ EPOCH_BUMPS = 3
 HEAL_BACKOFF_S = (1.0, 30.0)
 #: Longest a heal waits for the old instance to hand back its purged messages.
 PURGE_WAIT_S = 2.0
+_LIVE: weakref.WeakSet[HealingProducer] = weakref.WeakSet()
+SIBLING_REASON = "a producer beside it found the broker's producer ids reset"
 
 
 @dataclass(frozen=True)
@@ -146,7 +158,11 @@ class HealingProducer:
         self._delivered_at_heal = -1
         self.counts = {"recreated": 0, "resent": 0}
         self.last_reason = ""
+        self._bootstrap = str(config.get("bootstrap.servers", ""))
+        self._last_ok = -math.inf  # when the current instance last delivered
+        self._born = clock()  # when the current instance was made
         self._producer = factory(self._config)
+        _LIVE.add(self)
 
     # ------------------------------------------------------------ Producer API
 
@@ -154,6 +170,8 @@ class HealingProducer:
                 on_delivery: DeliveryCallback | None = None) -> None:
         """Like ``Producer.produce`` (raises ``BufferError`` when full); heals a fatal instance."""
         callback = partial(self._on_delivery, on_delivery)
+        if self._reason == SIBLING_REASON:
+            self._heal()  # before this message goes out with a stale producer id
         with self._lock:
             try:
                 self._producer.produce(topic, value, key, on_delivery=callback)
@@ -202,6 +220,7 @@ class HealingProducer:
         try:
             if err is None:
                 self._delivered += 1
+                self._last_ok = self._clock()
             elif (self._healing and err.code() in _PURGED) or err.code() in _BROKEN:
                 if err.code() in _BROKEN:
                     self._flag(f"delivery failed: {err.str()}")
@@ -245,6 +264,7 @@ class HealingProducer:
             return False
         with self._lock:
             reason, self._reason = self._reason, ""
+            last_ok, self._last_ok = self._last_ok, -math.inf
             old = self._producer
             self._healing = True
             try:
@@ -259,6 +279,7 @@ class HealingProducer:
                 self._healing = False
             pending, self._resend = self._resend, []
             self._producer = self._factory(self._config)
+            self._born = now
             self._base = DeliveryProbe(now, self._delivered)
             self._back_off(now)
             self.counts["recreated"] += 1
@@ -267,7 +288,20 @@ class HealingProducer:
                         self.what, reason, len(pending))
             for topic, value, key, callback in pending:
                 self._produce_again(topic, value, key, callback)
+        if reason != SIBLING_REASON:
+            self._warn_siblings(last_ok)
         return True
+
+    def _warn_siblings(self, last_ok: float) -> None:
+        """Flag this broker's other producers of the process with nothing newer than ours.
+
+        An instance made or heard from after our last delivery may already hold a
+        new producer id; it is left to its own checks.
+        """
+        for other in list(_LIVE):
+            if (other is not self and other._bootstrap == self._bootstrap
+                    and max(other._born, other._last_ok) <= last_ok and not other._reason):
+                other._reason = SIBLING_REASON
 
     def _back_off(self, now: float) -> None:
         """Heal at most every ``backoff`` s; double it while heals bring no delivery."""

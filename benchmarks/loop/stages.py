@@ -9,7 +9,7 @@ after the change (the ranks' own step clocks convert a wall time to a step):
 ``alarm``      first prediction with ``straggler=true`` (tap arrival; onsets)
 ``at_level``   first prediction within 10% of the true level (tap arrival)
 ``decision``   first planner decision that publishes a map (its ``ts``)
-``published``  that map on the shard-map topic (tap arrival)
+``published``  that map on the shard-map topic (tap arrival, or rank 0's if sooner)
 ``seen``       rank 0's map source has it (rank 0's clock)
 ``agreed``     rank 0's sync point scheduled it (rank 0's clock)
 ``in_force``   every rank trains under it (every rank's clock)
@@ -181,9 +181,12 @@ def _map_chain(view: RunView, c: Change, t0: float) -> dict[str, Any]:
         "decision": _stage(view, c, t0, pub["ts"] if pub else None),
     }
     first = next((m for m in maps if m["map_version"] == version), None)
-    out["published"] = _stage(view, c, t0, first["arrived"] if first else None)
-    out["first_map_batch"] = first["batch_sizes"][c.rank] if first else None
     seen, agreed = view.seen.get(version or -1), view.agreed.get(version or -1)
+    # on the topic: the first to see it, the tap or rank 0 (rank 0's fast fetch can win)
+    on_topic = min(first["arrived"], seen[1]) if first and seen else (
+        first["arrived"] if first else None)
+    out["published"] = _stage(view, c, t0, on_topic)
+    out["first_map_batch"] = first["batch_sizes"][c.rank] if first else None
     out["seen"] = _stage(view, c, t0, seen[1], seen[0]) if seen else None
     out["agreed"] = _stage(view, c, t0, agreed[1], agreed[0]) if agreed else None
     step = view.in_force(version, c.step) if version is not None else None

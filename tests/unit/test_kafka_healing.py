@@ -240,3 +240,30 @@ def test_client_log_passes_one_line_per_interval_and_fatal_errors_always(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and lines[0].startswith("rank 3: FAIL") and "fatal" in lines[1]
     assert log.suppressed == 99 and log.last_error == "dead"
+
+
+def test_siblings_that_did_not_deliver_since_are_replaced_before_their_next_message() -> None:
+    FakeProducer.made = []
+    clock = Clock()
+
+    def make(what: str) -> HealingProducer:
+        return HealingProducer({"bootstrap.servers": "b:1"}, what=what, factory=FakeProducer,
+                               clock=clock)
+
+    busy, idle = make("busy"), make("idle")
+    for p in (busy, idle):
+        p.produce("t", b"warm")
+    for fake in FakeProducer.made:
+        fake.deliver()
+    clock.now += 1.0
+    busy.produce("t", b"x")  # the broker restarts; busy finds out, idle does not
+    busy._on_stats(_stats(0, 1, 1))
+    clock.now += 0.5
+    busy._on_stats(_stats(3, 5, 1))
+    busy.poll(0)
+    late = make("made after the restart")
+    assert busy.counts["recreated"] == 1 and idle.counts["recreated"] == 0
+    idle.produce("t", b"y")  # replaced first: y never leaves with the stale producer id
+    assert idle.counts["recreated"] == 1 and "beside it" in idle.last_reason
+    assert [m.value() for m, _ in FakeProducer.made[-1].queue] == [b"y"]
+    assert late.counts["recreated"] == 0 and not late._reason
