@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from weakref import WeakSet
 
 from faust.transport.drivers import aiokafka as driver
@@ -69,6 +69,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         committed: Mapping[Any, int] = await super().seek_to_committed()
         fresh = [tp for tp, offset in committed.items() if offset is None]
         if fresh:
+            cast("_Consumer", self.consumer).start_afresh(fresh)
             consumer = self._ensure_consumer()
             await self.call_thread(consumer.seek_to_beginning, *fresh)
             log.info("no committed offsets for %s: reading them from the start", fresh)
@@ -80,24 +81,37 @@ class _Consumer(driver.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        """Messages of revoked partitions still in flight may no longer be committed.
-
-        Faust records an ack that comes after the revocation (a batch slow in its
-        hooks while the group re-joins) and commits it under the new assignment.
-        After a broker restart that committed the old log's offsets (60, 120) on
-        the new, empty one, and the next re-join skipped that many new reports
-        (measured). Against a persistent broker the stale commit would fail anyway;
-        the partition's new owner reads those messages again from the committed
-        offset (at-least-once).
-        """
-        self._stale: WeakSet[Any] = WeakSet(
+        """Remember what was in flight when partitions went away (see ``start_afresh``)."""
+        self._in_flight: WeakSet[Any] = WeakSet(
             m for m in list(self._unacked_messages) if m.tp in revoked
         )
         await super().on_partitions_revoked(revoked)
 
+    def start_afresh(self, tps: list[Any]) -> None:
+        """Partitions without committed offsets start over: older acks must not commit.
+
+        Faust records an ack that comes late (a batch slow in its hooks while the
+        group re-joins) and commits it under the new assignment. After a broker
+        restart that committed the old log's offsets (60, 120) on the new, empty one,
+        and the next re-join skipped that many new reports (measured). So when a
+        partition has no committed offset (a broker that forgot the group, or a new
+        group), acks of messages fetched before are dropped and what was acked but
+        not yet committed is forgotten: the partition is read again from its start.
+        Where committed offsets exist nothing changes (acks during a revocation of
+        the same log still count).
+        """
+        fresh = set(tps)
+        self._stale: WeakSet[Any] = WeakSet(
+            m for m in list(getattr(self, "_in_flight", ())) if m.tp in fresh
+        )
+        for tp in fresh:
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._committed_offset.pop(tp, None)
+
     def ack(self, message: Any) -> bool:
         if message in getattr(self, "_stale", ()):
-            message.acked = True  # done with, never committed: read again after the re-join
+            message.acked = True  # of another life of the log: read again, never committed
             return False
         return bool(super().ack(message))
 
