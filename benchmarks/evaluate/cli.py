@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.evaluate.cost import recurrence_cost
 from benchmarks.evaluate.detection import detection
 from benchmarks.evaluate.families import FAMILIES, RECURRING, load_run, make_fleet
 from benchmarks.evaluate.outcomes import LoopConfig
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-steps", type=int, default=8,
                    help="steps from the last timing a plan knows to its map being published")
     p.add_argument("--trials", type=int, default=72, help="detection trials")
+    p.add_argument("--cost-ranks", type=int, default=2048,
+                   help="ranks of the recurrence forecaster's cost run (0 = skip)")
     p.add_argument("--traces", nargs="*", default=[], help="recorded runs (csv/parquet)")
     p.add_argument("--check", action="store_true", help="exit 1 if a goal is missed")
     return p
@@ -226,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(_recurrence_table(results))
     console.print(_retrain_table(results, Settings.from_env()))
     console.print(_detection_line(args, misses))
+    if args.cost_ranks > 0:
+        console.print(recurrence_cost(args.cost_ranks).line())
     if any(r.name in RECURRING or r.name == "periodic" for r in results):
         notes.append("wave10/periodic: levels last fewer steps than two sync intervals; no "
                      "map can follow them (oracle/sync shows the best any forecast can do)")

@@ -58,6 +58,7 @@ from stream_processors.recurrence.fit import (
     backtest,
     fold,
     pick_period,
+    rolling_median,
     segment,
 )
 from stream_processors.recurrence.positions import SlotPositions
@@ -282,7 +283,7 @@ class RecurrenceBank:
         p = self._pos.position[slots]
         idx = (p[:, None] - h + 1 + np.arange(h)[None, :]) % h
         windows = self._values[slots[:, None], idx].astype(np.float64)
-        acf = autocorrelation(windows, min(cfg.max_period + 1, h - 1))
+        acf = autocorrelation(rolling_median(windows), min(cfg.max_period + 1, h - 1))
         for i, slot in enumerate(slots.tolist()):
             span = int(min(p[i] + 1, h))
             period = pick_period(acf[i], cfg.min_period, min(cfg.max_period, span // 2),

@@ -24,6 +24,7 @@ __all__ = [
     "backtest",
     "fold",
     "pick_period",
+    "rolling_median",
     "segment",
 ]
 
@@ -96,8 +97,8 @@ def _nanmedian_rows(rows: FloatArray) -> FloatArray:
     """
     srt = np.sort(rows, axis=0)
     count = np.isfinite(rows).sum(axis=0)
-    lo = np.take_along_axis(srt, np.maximum((count - 1) // 2, 0)[None, :], axis=0)[0]
-    hi = np.take_along_axis(srt, (count // 2 - (count == 0))[None, :], axis=0)[0]
+    lo = np.take_along_axis(srt, np.maximum((count - 1) // 2, 0)[None, ...], axis=0)[0]
+    hi = np.take_along_axis(srt, (count // 2 - (count == 0))[None, ...], axis=0)[0]
     return np.where(count > 0, 0.5 * (lo + hi), np.nan)
 
 
@@ -124,12 +125,21 @@ def _smooth(tmpl: FloatArray) -> FloatArray:
     return np.asarray(np.median(np.lib.stride_tricks.sliding_window_view(pad, w), axis=1))
 
 
-def _rolling_median(values: FloatArray, width: int = 5) -> FloatArray:
-    """Centred running median over the observed steps of a window (NaN stays NaN)."""
-    if len(values) < width:
+def rolling_median(values: FloatArray, width: int = 5) -> FloatArray:
+    """Centred running median along the last axis over observed steps (NaN stays NaN).
+
+    Takes out spikes of up to ``width // 2`` steps (a GC pause, an epoch end's
+    extra work) that would otherwise dominate an autocorrelation or fail a backtest.
+
+    >>> rolling_median(np.array([[1.0, 1.0, 9.0, 1.0, 1.0, np.nan]])).tolist()
+    [[1.0, 1.0, 1.0, 1.0, 1.0, nan]]
+    """
+    if values.shape[-1] < width:
         return values
-    pad = np.concatenate([np.full(width // 2, np.nan), values, np.full(width // 2, np.nan)])
-    out = _nanmedian_rows(np.lib.stride_tricks.sliding_window_view(pad, width).T)
+    edge = np.full((*values.shape[:-1], width // 2), np.nan)
+    pad = np.concatenate([edge, values, edge], axis=-1)
+    view = np.lib.stride_tricks.sliding_window_view(pad, width, axis=-1)
+    out = _nanmedian_rows(np.moveaxis(view, -1, 0))
     return np.where(np.isfinite(values), out, np.nan)
 
 
@@ -217,7 +227,7 @@ def backtest(values: FloatArray, period: int, periods: int, scored: int, toleran
     was noisy. Needs two whole periods for the first score.
     """
     whole = len(values) // period
-    observed = _rolling_median(values[len(values) - whole * period :])
+    observed = rolling_median(values[len(values) - whole * period :])
     rows = observed.reshape(whole, period)[::-1]  # 0 = latest
     correct = 0
     for j in range(min(scored, whole - 1)):
