@@ -8,8 +8,9 @@ latency_steps`` earlier (map published, then in force at the next sync point):
 * ``static``: the equal split;
 * a reactive forecaster: its one-step-ahead prediction then, held flat;
 * ``<model>+rec`` (scheduling ahead): the recurrence forecast made then, read
-  at the steps the plan covers, where it is confident (>= ``min_confidence``),
-  else the model's prediction;
+  at the steps the plan covers, where it is confident (>= ``min_confidence``);
+  for a recurrence too short to follow, its mean level; else the model's
+  prediction;
 * ``oracle/sync``: the true mean speed of the steps the plan covers (the best any
   forecast can do with maps that change only at sync points);
 * ``clairvoyant``: a plan per step on the true speeds (the bench's oracle).
@@ -29,8 +30,8 @@ import numpy as np
 from planner_service.algorithms import get_plan
 from stream_processors.recurrence import Forecast, RecurrenceBank, Verdict
 
-__all__ = ["LoopConfig", "Outcome", "RecurrenceScore", "closed_loop", "recurrence_forecasts",
-           "score_recurrence"]
+__all__ = ["LoopConfig", "Outcome", "RecurrenceScore", "change_points", "closed_loop",
+           "recurrence_forecasts", "score_recurrence"]
 
 #: Steps per epoch of the replayed step counter (it restarts; interference does not).
 EPOCH_STEPS = 200
@@ -90,6 +91,8 @@ def _ahead(reactive: np.ndarray, forecasts: list[Forecast], fleet_s: float, cfg:
     for w, f in enumerate(forecasts):
         if f.verdict is Verdict.RECURRING and f.confidence >= cfg.min_confidence:
             out[w] = float(np.mean(_window(f, offsets))) * fleet_s
+        elif f.verdict is Verdict.TOO_SHORT and np.isfinite(f.level_now):
+            out[w] = f.level_now * fleet_s  # what a plan held over the interval meets
     return out
 
 
@@ -143,6 +146,32 @@ def closed_loop(tps: np.ndarray, preds: dict[str, np.ndarray], fleet: np.ndarray
     return out
 
 
+def change_points(series: np.ndarray, width: int = 8) -> list[int]:
+    """Steps where a level starts: the mean log level of the next ``width`` steps differs
+    from the last ``width``'s by >= ``CHANGE``, at the largest such difference nearby.
+
+    Judged on means of a 5-step running median, so a recorded run's hiccups (one slow
+    batch, a burst of them from a neighbour on this shared box) are not changes and a
+    ramp (0.75% a step) is not one either, but its reset is.
+
+    >>> change_points(np.r_[np.ones(20), 2 * np.ones(20), np.ones(20)])
+    [20, 40]
+    """
+    if len(series) < 2 * width + 1:
+        return []
+    pad = np.pad(series, 2, mode="edge")
+    x = np.log(np.median(np.lib.stride_tricks.sliding_window_view(pad, 5), axis=1))
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    j = np.arange(width, len(x) - width + 1)
+    stat = np.abs((c[j + width] - c[j]) - (c[j] - c[j - width])) / width
+    out: list[int] = []
+    for i in np.flatnonzero(stat >= np.log1p(CHANGE)).tolist():
+        lo, hi = max(0, i - width), min(len(stat), i + width + 1)
+        if stat[i] == stat[lo:hi].max() and (not out or j[i] - out[-1] > width):
+            out.append(int(j[i]))
+    return out
+
+
 @dataclass
 class RecurrenceScore:
     """Forecast error of the recurrence schedules over one trace family."""
@@ -190,9 +219,9 @@ def score_recurrence(truth: np.ndarray, flat: np.ndarray, fleet: np.ndarray,
             score.level_err_rec.append(float(np.mean(np.abs(
                 _window(f, window) * fleet[info] / true_w - 1))))
             score.level_err_flat.append(float(np.mean(np.abs(flat[info + 1, w] / true_w - 1))))
-            span = truth[info : min(ticks, info + horizon + 1), w]
-            jumps = np.flatnonzero(np.abs(np.diff(np.log(span))) >= np.log1p(CHANGE)) + 1
-            for j in jumps.tolist():
+            span = truth[max(0, info - 8) : min(ticks, info + horizon + 9), w]
+            jumps = [j - min(info, 8) for j in change_points(span)]
+            for j in (j for j in jumps if 0 < j <= horizon):
                 near = min((abs(o - j) for o in f.offsets), default=horizon)
                 score.change_errors.append(int(near))
     return score

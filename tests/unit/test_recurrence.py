@@ -157,6 +157,7 @@ def test_the_ten_step_wave_is_named_too_short_and_not_forecast() -> None:
     feed(bank, wave10, 400)
     f = bank.forecast(0)
     assert (f.verdict, f.period, f.offsets, f.confidence) == (Verdict.TOO_SHORT, 10, [], 0.0)
+    assert f.level_now == pytest.approx(1.5, rel=0.05)  # the mean a held plan meets
 
 
 @pytest.mark.parametrize("name", ["flat", "step"])
