@@ -290,6 +290,7 @@ class Retrainer:
         self.model_dir = model_dir
         self.history_rows = history_rows
         self.rounds = rounds
+        # Without a policy: the settings' defaults (use from_settings to honour a deployment's)
         self.policy = policy or RetrainPolicy.from_settings(
             Settings(), max_interval_s=every_s, history_rows=history_rows)
         self.policy.floor_rows = min_rows
@@ -304,8 +305,8 @@ class Retrainer:
 
     @classmethod
     def from_settings(cls, settings: Settings, client: Any, model_dir: Path) -> Retrainer:
-        """The processor's retrainer (None-equivalent if ``processor_retrain_s`` is 0:
-        the caller does not build one then)."""
+        """The processor's retrainer, every ``processor_retrain_*`` setting applied (with
+        ``processor_retrain_s`` 0 the processor builds none: XGBoost is never retrained)."""
         return cls(client, settings.job_id, model_dir, settings.processor_retrain_s,
                    settings.processor_retrain_rows,
                    policy=RetrainPolicy.from_settings(settings))
