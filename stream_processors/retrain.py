@@ -151,6 +151,8 @@ def history_series(client: Any, job_id: str, limit: int) -> dict[int, list[tuple
 
 
 COUNT_SQL = "SELECT count() FROM worker_features WHERE job_id = {job:String}"
+#: Seconds between two probes (row count + policy) while batches arrive.
+PROBE_S = 2.0
 
 
 class RetrainReason(Enum):
@@ -232,6 +234,10 @@ class RetrainPolicy:
             return RetrainReason.INTERVAL
         return None
 
+    def interval_deadline(self) -> float:
+        """When the interval trigger comes due (a probe then must not wait for its turn)."""
+        return (self.last_start if self.starts else self.created) + self.max_interval_s
+
     def started(self, now: float, rows: int) -> None:
         self.last_start, self.last_rows = now, rows
         self.starts += 1
@@ -274,8 +280,9 @@ class Retrainer:
     """Retrains in a background thread when :class:`RetrainPolicy` says so; never blocks.
 
     ``poll()`` is called from the event loop on every batch. At most every
-    ``probe_s`` it starts a probe in the thread: count the job's history rows
-    (one cheap query), ask the policy, and train if it says so. It returns a
+    ``probe_s`` (and at once when the longest interval comes due) it starts a
+    probe in the thread: count the job's history rows (one cheap query), ask the
+    policy, and train if it says so. It returns a
     finished ``(version, booster)`` exactly once. ``observe_error`` feeds the
     served error to the drift detector. Retrains follow traffic: with no new
     reports nothing is polled, and a finished model is swapped in with the next
@@ -284,7 +291,7 @@ class Retrainer:
 
     def __init__(self, client: Any, job_id: str, model_dir: Path, every_s: float,
                  history_rows: int = 200_000, min_rows: int = 200, rounds: int = 60,
-                 policy: RetrainPolicy | None = None, probe_s: float = 2.0) -> None:
+                 policy: RetrainPolicy | None = None, probe_s: float | None = None) -> None:
         self.client = client
         self.job_id = job_id
         self.model_dir = model_dir
@@ -295,7 +302,8 @@ class Retrainer:
             Settings(), max_interval_s=every_s, history_rows=history_rows)
         self.policy.floor_rows = min_rows
         self.drift = ErrorDrift()
-        self.probe_s = probe_s
+        # A probe is one count query; never wait longer than the longest interval for one.
+        self.probe_s = min(PROBE_S, self.policy.max_interval_s) if probe_s is None else probe_s
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="xgb-retrain")
         self._future: Future[tuple[RetrainReason | None, int, tuple[int, Any] | None]] | None
         self._future = None
@@ -365,7 +373,9 @@ class Retrainer:
                     self.policy.started(self._probe_at, rows)
                     if reason is RetrainReason.DRIFT:
                         self.drift.clear()
-        if self._future is None and now >= self._next_probe:
+        deadline = self.policy.interval_deadline()
+        if self._future is None and (now >= self._next_probe
+                                     or self._probe_at < deadline <= now):
             self._next_probe = now + self.probe_s
             self._probe_at = now
             self._future = self._pool.submit(self._probe, now, self.drift.drifted)

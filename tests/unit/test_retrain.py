@@ -128,3 +128,16 @@ def test_retrainer_trains_at_the_row_threshold_then_on_growth_and_drift(tmp_path
     assert drive(r, 30.0) is None  # the floor: 5 s since the last start
     assert drive(r, 40.0)[0] == 3 and not r.drift.drifted
     r.close()
+
+
+def test_a_due_interval_is_probed_at_once_not_at_the_next_probe_turn(tmp_path) -> None:
+    """The batch that arrives after the longest interval starts the retrain, even if a
+    probe ran a moment before (traffic may stop after that batch)."""
+    client = GrowingHistory()
+    client.add(300)
+    p = policy(first_rows=10_000, min_interval_s=0.0, max_interval_s=1.0)
+    r = Retrainer(client, "job", tmp_path / "models", 1.0, policy=p, probe_s=60.0)
+    assert drive(r, 0.5) is None  # probed: not due yet
+    done = drive(r, 1.2)  # within probe_s of the last probe, but the interval came due
+    assert done is not None and p.starts == 1
+    r.close()
