@@ -309,6 +309,7 @@ class Retrainer:
         self._future = None
         self._next_probe = -math.inf
         self._probe_at = -math.inf
+        self._closed = False
         self.trainings = 0
 
     @classmethod
@@ -353,7 +354,7 @@ class Retrainer:
         """In the thread: count, decide, train. The policy is only read here."""
         rows = self.count_rows()
         reason = self.policy.due(now, rows, drifted)
-        if reason is None:
+        if reason is None or self._closed:  # closing: no 1 s training to hold the exit up
             return None, rows, None
         log.info("xgboost retrain: %s (%d rows)", reason.value, rows)
         return reason, rows, self.train_now()
@@ -387,4 +388,5 @@ class Retrainer:
             self._future.exception(timeout)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
