@@ -78,7 +78,10 @@ def _evaluate(args: argparse.Namespace, console: Any) -> list[FamilyResult]:
             bar.update(task, description=path)
             try:
                 run = load_run(path)
-                results.append(evaluate_trace(f"rec:{run.name}", run.per_sample_s, None,
+                name = f"rec:{run.name}"
+                if any(r.name == name for r in results):  # two folders, one scenario name
+                    name += f"/{len(run.per_sample_s)}"
+                results.append(evaluate_trace(name, run.per_sample_s, None,
                                               run.step_s, int(run.samples[0].sum()), loop,
                                               settings))
             except (OSError, KeyError, ValueError) as exc:
