@@ -213,7 +213,8 @@ class Settings:
     )
     processor_retrain_s: int = field(
         default=300,
-        metadata=_doc("XGBoost retrain period on ClickHouse history (s); 0 = never.", minimum=0),
+        metadata=_doc("Longest time between XGBoost retrains on ClickHouse history while "
+                      "new rows arrive (s); 0 = never retrain.", minimum=0),
     )
     processor_retrain_rows: int = field(
         default=200_000,
@@ -235,6 +236,22 @@ class Settings:
                       "fixes 1500; a broker that answers only when this expires (the "
                       "embedded one) adds up to this to every report's latency.",
                       minimum=1, maximum=5000),
+    )
+    # -- XGBoost retrain cadence (stream_processors/retrain.py, RetrainPolicy); `eval` measures
+    processor_retrain_min_rows: int = field(
+        default=1000,
+        metadata=_doc("First XGBoost retrain as soon as the job's history holds this many "
+                      "worker_features rows (not after processor_retrain_s).", minimum=200),
+    )
+    processor_retrain_growth_pct: int = field(
+        default=100,
+        metadata=_doc("Retrain again when the history grew by this (%) since the last "
+                      "training set (until processor_retrain_rows is reached).", minimum=1),
+    )
+    processor_retrain_min_interval_s: int = field(
+        default=30,
+        metadata=_doc("Fewest seconds between two retrains, whatever triggers them (rows, "
+                      "a drift of the served error, the longest interval).", minimum=0),
     )
     kafka_options: Mapping[str, str] = field(
         default_factory=dict,
