@@ -148,6 +148,21 @@ def test_a_map_for_a_later_epoch_waits_and_a_restart_replays_it():
     assert len(set(flat(full[32:]))) == len(flat(full[32:])) == 16 * 12
 
 
+@pytest.mark.parametrize("sync_every", [4, 8])
+def test_a_map_is_in_force_within_one_sync_interval_and_exactly_when_asked(sync_every):
+    from benchmarks.map_lead import events, run_sim, summarise
+
+    aheads = [None, sync_every // 2, sync_every]
+    evs, steps = events(sync_every, 0, list(range(sync_every)), aheads)
+    rows = {r["ahead"]: r for r in summarise(evs, run_sim(4, sync_every, 0, evs, steps))}
+    assert all(r["missing"] == 0 for r in rows.values())
+    # at once: from the step rank 0 has it to the next sync step, the step itself included
+    assert rows[None]["delay_max"] == sync_every - 1
+    assert rows[None]["delay_mean"] == (sync_every - 1) / 2
+    assert rows[sync_every]["error_max"] == 0  # asked a sync interval ahead: exactly then
+    assert 0 < rows[sync_every // 2]["error_max"] < sync_every // 2  # short notice: late
+
+
 def test_old_duplicate_and_broken_maps_are_ignored_or_rejected_with_a_reason(caplog):
     maps = InMemoryMapSource()
     rt = make(maps=maps)
