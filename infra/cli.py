@@ -108,6 +108,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "throughput": ("benchmarks.throughput:main", "end-to-end timings/s and lag"),
     "plan-bench": ("benchmarks.plan_bench:main", "plan quality and planning time"),
     "overhead": ("benchmarks.overhead:main", "loader instrumentation overhead"),
+    "map-lead": ("benchmarks.map_lead:main", "steps until a map is in force; sync point cost"),
     "screenshots": ("benchmarks.screenshots:main", "PNG of each console page"),
 }
 
