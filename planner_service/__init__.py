@@ -6,17 +6,17 @@
 """
 
 from planner_service.algorithms import ALGORITHMS, Plan, get_plan
-from planner_service.policy import BandwidthEstimator, Decision, PlanPolicy, PolicyConfig
+from planner_service.policy import Decision, MoveCost, PlanPolicy, PolicyConfig
 from planner_service.service import Planner, main
 from planner_service.sink import ClickHouseSink, DecisionSink, MemorySink
 
 __all__ = [
     "ALGORITHMS",
-    "BandwidthEstimator",
     "ClickHouseSink",
     "Decision",
     "DecisionSink",
     "MemorySink",
+    "MoveCost",
     "Plan",
     "PlanPolicy",
     "Planner",
