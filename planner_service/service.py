@@ -32,8 +32,8 @@ from planner_service.decision import Decision, Outcome, PolicyConfig
 from planner_service.feeds import Feeds
 from planner_service.jobs import JobTable
 from planner_service.learning import TransferProbe
-from planner_service.policy import PlanPolicy
 from planner_service.ownership import partition_of
+from planner_service.policy import PlanPolicy
 from planner_service.sink import ClickHouseSink, DecisionSink
 from shardsense.errors import InvalidEvent
 from shardsense.events import DeadLetter, Prediction, ShardMap, decode, encode, peek_identity
