@@ -19,7 +19,8 @@ returns a :class:`Decision`. The rules, in order:
    ``evidence_steps`` batches of evidence: counted from the onset step of the
    newest level change (the processor's alarm) after the map in force was
    planned, or else from the first evaluation the plan won; it must win at
-   every evaluation meanwhile.
+   every evaluation meanwhile (each winning evaluation counts as one batch at
+   least: it rests on new predictions).
 4. Schedule ahead (``schedule_ahead``, ranks' forecasts trusted at
    ``min_confidence``): once the last published map is in force, the first
    forecast segment whose plan beats the map in force gets its map now, applying
@@ -142,7 +143,9 @@ class PlanPolicy:
         cfg = self.config
         old = self._ranks.get(p.worker_id)
         if old is None or now - old.seen > cfg.rank_timeout_s:
-            self._ranks[p.worker_id] = RankState.first(p, now, cfg.smoothing, cfg.prior_cv)
+            wraps = max((st.wraps for st in self._ranks.values()), default=0)
+            self._ranks[p.worker_id] = RankState.first(p, now, cfg.smoothing, cfg.prior_cv,
+                                                       wraps=wraps)
         elif old.new_level(p):
             self._ranks[p.worker_id] = RankState.first(p, now, cfg.smoothing, cfg.prior_cv, old)
         else:
@@ -232,10 +235,14 @@ class PlanPolicy:
         """Publish once the plan has enough evidence in batches, else say it is pending."""
         cfg = self.config
         first, wins = self._streak or (view.now, 0)
+        if first > view.now:  # steps went back (a rank restarted from a checkpoint)
+            first, wins = view.now, 0
         self._streak = (first, wins + 1)
         onsets = [o for o in view.onsets if o > self._planned_at]
         since = min(first, max(onsets)) if onsets else first
-        evidence = view.now - since + 1  # batches since..now, both counted
+        # batches since..now, both counted; at least one per winning evaluation (each
+        # rests on new predictions), for a processor whose step counter stands still
+        evidence = max(view.now - since + 1, wins + 1)
         if evidence >= cfg.evidence_steps and wins + 1 >= cfg.confirmations:
             why = f"{weighed.reason}: worth it, {evidence} batches of evidence since step {since}"
             return self._publish(cand, Weighed(True, why, weighed.gain, weighed.cost), view.now)

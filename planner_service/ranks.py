@@ -3,7 +3,9 @@
 Steps: events carry a rank's own step counter within an epoch (``based_on_step``
 in ``based_on_epoch``); the planner works in *global* steps ``epoch *
 steps_per_epoch + step`` (``steps_per_epoch = num_samples // global_batch_size``
-of the job's map; 0 when unknown, then global = the epoch step).
+of the job's map; 0 when unknown, then global = the epoch step). A processor
+that reports no epoch (an older one: always 0) has its wraps counted: a newer
+prediction whose step went back starts the next epoch.
 
 The level is the processor's ``time_per_sample_s``, EWMA-smoothed by
 ``smoothing`` (1 = as it comes), restarted whenever a new level begins: a new
@@ -58,9 +60,10 @@ class RankState:
     noise: EwmaVar  # EW mean/variance of the predictions: the noise
     seen: float  # clock of the newest prediction
     straggler: bool
-    epoch: int
+    epoch: int  # as reported, plus the wraps of the step counter seen without one
     step: int
     onset_step: int  # where the current level began, epoch step (0 = unknown)
+    reported_epoch: int = 0
     uncertainty_s: float = 0.0
     offsets: tuple[int, ...] = ()
     levels: tuple[float, ...] = ()
@@ -68,12 +71,13 @@ class RankState:
 
     @classmethod
     def first(cls, p: Prediction, now: float, smoothing: float, prior_cv: float,
-              before: RankState | None = None) -> RankState:
+              before: RankState | None = None, wraps: int = 0) -> RankState:
         """A rank's state from its first prediction, or the first of a new level.
 
         A new level keeps the rank's relative noise (a property of the rank and
         the processor's forecaster, not of the level), but at least half the
-        prior: the first re-levelled value rests on few batches.
+        prior: the first re-levelled value rests on few batches. ``wraps``: the
+        epochs the job's other ranks counted without the processor saying so.
         """
         t = max(p.time_per_sample_s, MIN_TIME_PER_SAMPLE_S)
         level, noise = EwmaVar(smoothing), EwmaVar(NOISE_ALPHA)
@@ -82,10 +86,29 @@ class RankState:
         if before is not None and before.noise.value > 0:
             cv = max(math.sqrt(max(before.noise.var, 0.0)) / before.noise.value, prior_cv / 2)
         noise.reset(t, cv)
-        state = cls(level, noise, now, p.straggler, p.based_on_epoch, p.based_on_step,
-                    p.onset_step)
+        epoch = before.epoch_of(p) if before is not None else p.based_on_epoch + wraps
+        state = cls(level, noise, now, p.straggler, epoch, p.based_on_step, p.onset_step,
+                    p.based_on_epoch)
         state._forecast(p)
         return state
+
+    @property
+    def wraps(self) -> int:
+        """Epochs inferred from the step counter going back (a processor without epochs)."""
+        return self.epoch - self.reported_epoch
+
+    def epoch_of(self, p: Prediction) -> int:
+        """``p``'s epoch: as reported, plus one more wrap if its step went back in the same one.
+
+        >>> from shardsense.events import Prediction
+        >>> r = RankState.first(Prediction("j", 0, "a", 1.0, based_on_step=99), 1.0, 1.0, 0.1)
+        >>> r.epoch_of(Prediction("j", 0, "b", 2.0, based_on_step=3))
+        1
+        """
+        epoch = p.based_on_epoch + self.wraps
+        if p.based_on_epoch == self.reported_epoch and p.based_on_step < self.step:
+            epoch += 1
+        return epoch
 
     def new_level(self, p: Prediction) -> bool:
         """Whether ``p`` starts a new level (restart the smoothing rather than ramp into it)."""
@@ -93,15 +116,16 @@ class RankState:
             p.onset_step != 0 and p.onset_step != self.onset_step)
 
     def fold(self, p: Prediction, now: float) -> None:
-        """Fold a later prediction of the same level in."""
+        """Fold a prediction of the same level in; only a newer one moves the step."""
         t = max(p.time_per_sample_s, MIN_TIME_PER_SAMPLE_S)
         self.level.update(t)
         self.noise.update(t)
-        if (p.based_on_epoch, p.based_on_step) >= (self.epoch, self.step):
-            self.epoch, self.step = p.based_on_epoch, p.based_on_step
+        if now >= self.seen:
+            self.epoch, self.step = self.epoch_of(p), p.based_on_step
+            self.reported_epoch = p.based_on_epoch
             self.onset_step = p.onset_step or self.onset_step
             self._forecast(p)
-        self.seen = max(self.seen, now)
+            self.seen = now
 
     def _forecast(self, p: Prediction) -> None:
         self.uncertainty_s = p.uncertainty_s
