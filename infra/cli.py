@@ -107,6 +107,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "eval": ("benchmarks.evaluate:main", "forecasters and onset detection on traces"),
     "throughput": ("benchmarks.throughput:main", "end-to-end timings/s and lag"),
     "plan-bench": ("benchmarks.plan_bench:main", "plan quality and planning time"),
+    "planner-sim": ("benchmarks.planner_sim:main", "the planner's reaction in steps, simulated"),
+    "planner-fleet": ("benchmarks.planner_fleet:main", "planner RSS/CPU as many jobs come and go"),
     "overhead": ("benchmarks.overhead:main", "loader instrumentation overhead"),
     "screenshots": ("benchmarks.screenshots:main", "PNG of each console page"),
 }

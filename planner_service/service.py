@@ -45,7 +45,7 @@ __all__ = ["Planner", "main"]
 log = logging.getLogger(__name__)
 
 #: A map partition is read again for a job without a base map at most this often.
-REREAD_EVERY_S = 10.0
+REREAD_EVERY_S = 5.0
 #: Longest the loop waits for input before looking at the clock again.
 MAX_POLL_S = 0.1
 
@@ -65,7 +65,7 @@ class Planner:
         self.probe = TransferProbe(self.sink)
         self.ready = threading.Event()  # set once assigned and its map partitions are read
         self.stats = {"predictions": 0, "maps": 0, "invalid": 0, "decisions": 0, "published": 0,
-                      "foreign": 0, "expired": 0}
+                      "foreign": 0, "expired": 0, "stale_maps": 0}
         self.feeds: Feeds | None = None
         self._reread_at: dict[int, float] = {}
         self._warned_keys = False
@@ -154,6 +154,8 @@ class Planner:
             if not is_map:
                 self._foreign(event.job_id, msg)
             return
+        if isinstance(event, ShardMap) and self._stale_unknown(event):
+            return
         partition = self._owner_partition(event.job_id)
         policy = self.jobs.policy(event.job_id, partition)
         if isinstance(event, ShardMap):
@@ -166,6 +168,19 @@ class Planner:
             if policy.base is None:
                 self._reread(partition)
         self.jobs.touch(event.job_id)
+
+    def _stale_unknown(self, m: ShardMap) -> bool:
+        """A map of a job not planned now, older than the idle time: a finished job's.
+
+        Not adopted (a planner's memory does not grow with every job the compacted
+        topic ever held); should the job still be alive, its predictions create it
+        and have its map partition read again.
+        """
+        if self.jobs.get(m.job_id) is not None:
+            return False
+        stale = m.ts < time.time() - self.settings.planner_job_idle_s
+        self.stats["stale_maps"] += stale
+        return stale
 
     def _mine(self, job_id: str) -> bool:
         """Whether this instance plans ``job_id`` (without feeds, as in unit tests: yes)."""
