@@ -19,8 +19,9 @@ returns a :class:`Decision`. The rules, in order:
    ``evidence_steps`` batches of evidence: counted from the onset step of the
    newest level change (the processor's alarm) after the map in force was
    planned, or else from the first evaluation the plan won; it must win at
-   every evaluation meanwhile (each winning evaluation counts as one batch at
-   least: it rests on new predictions).
+   every evaluation meanwhile, and a level that began since must have stopped
+   ramping (a forecaster climbing to a new level is not at it yet). Where the
+   step counter stands still, each winning evaluation counts as a batch.
 4. Schedule ahead (``schedule_ahead``, ranks' forecasts trusted at
    ``min_confidence``): once the last published map is in force, the first
    forecast segment whose plan beats the map in force gets its map now, applying
@@ -149,7 +150,7 @@ class PlanPolicy:
         elif old.new_level(p):
             self._ranks[p.worker_id] = RankState.first(p, now, cfg.smoothing, cfg.prior_cv, old)
         else:
-            old.fold(p, now)
+            old.fold(p, now, cfg.noise_z * cfg.prior_cv / 2, cfg.noise_z)
         self._dirty = True
         self.last_input = self.clock()
 
@@ -240,9 +241,11 @@ class PlanPolicy:
         self._streak = (first, wins + 1)
         onsets = [o for o in view.onsets if o > self._planned_at]
         since = min(first, max(onsets)) if onsets else first
-        # batches since..now, both counted; at least one per winning evaluation (each
-        # rests on new predictions), for a processor whose step counter stands still
-        evidence = max(view.now - since + 1, wins + 1)
+        # ... but not before the last move of a level that began since: a ramp is not a level
+        since = max([since, *(m for b, m in view.moves if b > self._planned_at)])
+        evidence = view.now - since + 1  # batches since..now, both counted
+        if view.now <= first:  # a step counter that stands still: count new predictions
+            evidence = max(evidence, wins + 1)
         if evidence >= cfg.evidence_steps and wins + 1 >= cfg.confirmations:
             why = f"{weighed.reason}: worth it, {evidence} batches of evidence since step {since}"
             return self._publish(cand, Weighed(True, why, weighed.gain, weighed.cost), view.now)

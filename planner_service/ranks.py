@@ -29,6 +29,7 @@ noise. The level's error is that noise through the smoothing.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -41,6 +42,29 @@ __all__ = ["MIN_TIME_PER_SAMPLE_S", "NOISE_ALPHA", "RankState", "global_step"]
 NOISE_ALPHA = 0.3
 #: Smallest time per sample a prediction counts with (a zero would mean infinite speed).
 MIN_TIME_PER_SAMPLE_S = 1e-9
+#: Predictions a ramp is judged over, and the least relative noise a trend must beat.
+RAMP_POINTS = 3
+MIN_RAMP_CV = 0.01
+
+
+def _ramping(values: tuple[float, ...], jump: float, trend: float) -> bool:
+    """Whether the newest ``values`` still move: by more than ``jump`` of the level from the
+    previous one, or one way only by more than ``trend`` over the last :data:`RAMP_POINTS`.
+
+    >>> _ramping((1.5, 1.8), 0.1, 0.04), _ramping((2.5, 2.49, 2.47), 0.1, 0.04)
+    (True, False)
+    >>> _ramping((1.8, 1.85, 1.9), 0.1, 0.04), _ramping((1.8, 1.9, 1.85), 0.1, 0.04)
+    (True, False)
+    """
+    if len(values) < 2:
+        return False
+    if abs(values[-1] - values[-2]) > jump * values[-1]:
+        return True
+    if len(values) < RAMP_POINTS:
+        return False
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    one_way = all(d > 0 for d in steps) or all(d < 0 for d in steps)
+    return one_way and abs(values[-1] - values[0]) > trend * values[-1]
 
 
 def global_step(epoch: int, step: int, steps_per_epoch: int) -> int:
@@ -64,6 +88,10 @@ class RankState:
     step: int
     onset_step: int  # where the current level began, epoch step (0 = unknown)
     reported_epoch: int = 0
+    started: tuple[int, int] = (0, 0)  # (epoch, step) where the level began
+    moved: tuple[int, int] = (0, 0)  # (epoch, step) the level last moved (a ramp's newest)
+    recent: tuple[float, ...] = ()  # the newest predictions as they came (up to RAMP_POINTS)
+    ref_cv: float = 0.0  # the rank's relative noise when the level began (ramps are beyond it)
     uncertainty_s: float = 0.0
     offsets: tuple[int, ...] = ()
     levels: tuple[float, ...] = ()
@@ -82,13 +110,17 @@ class RankState:
         t = max(p.time_per_sample_s, MIN_TIME_PER_SAMPLE_S)
         level, noise = EwmaVar(smoothing), EwmaVar(NOISE_ALPHA)
         level.reset(t, 0.0)
-        cv = prior_cv
+        ref = prior_cv
         if before is not None and before.noise.value > 0:
-            cv = max(math.sqrt(max(before.noise.var, 0.0)) / before.noise.value, prior_cv / 2)
-        noise.reset(t, cv)
+            ref = math.sqrt(max(before.noise.var, 0.0)) / before.noise.value
+        noise.reset(t, max(ref, prior_cv / 2))
         epoch = before.epoch_of(p) if before is not None else p.based_on_epoch + wraps
         state = cls(level, noise, now, p.straggler, epoch, p.based_on_step, p.onset_step,
-                    p.based_on_epoch)
+                    p.based_on_epoch, recent=(t,), ref_cv=max(ref, MIN_RAMP_CV))
+        state.started = (epoch, p.based_on_step)
+        if 0 < p.onset_step <= p.based_on_step:  # the level began at the alarm's change point
+            state.started = (epoch, p.onset_step)
+        state.moved = state.started
         state._forecast(p)
         return state
 
@@ -115,13 +147,23 @@ class RankState:
         return p.straggler != self.straggler or (
             p.onset_step != 0 and p.onset_step != self.onset_step)
 
-    def fold(self, p: Prediction, now: float) -> None:
-        """Fold a prediction of the same level in; only a newer one moves the step."""
+    def fold(self, p: Prediction, now: float, jump: float, noise_z: float) -> None:
+        """Fold a prediction of the same level in; only a newer one moves the step.
+
+        Predictions still moving (by more than ``jump`` of the level from the
+        previous one, or one way by more than ``noise_z`` times the rank's noise
+        before the change over the last :data:`RAMP_POINTS`) are a forecaster
+        ramping up to a new level: ``moved`` says where, so evidence is counted
+        from there.
+        """
         t = max(p.time_per_sample_s, MIN_TIME_PER_SAMPLE_S)
         self.level.update(t)
         self.noise.update(t)
         if now >= self.seen:
             self.epoch, self.step = self.epoch_of(p), p.based_on_step
+            self.recent = (*self.recent, t)[-RAMP_POINTS:]
+            if _ramping(self.recent, jump, noise_z * self.ref_cv):
+                self.moved = (self.epoch, self.step)
             self.reported_epoch = p.based_on_epoch
             self.onset_step = p.onset_step or self.onset_step
             self._forecast(p)
@@ -137,6 +179,14 @@ class RankState:
 
     def global_step(self, steps_per_epoch: int) -> int:
         return global_step(self.epoch, self.step, steps_per_epoch)
+
+    def moved_global(self, steps_per_epoch: int) -> int:
+        """The global step of the level's last move (its start, or where a ramp was seen)."""
+        return global_step(*self.moved, steps_per_epoch)
+
+    def started_global(self, steps_per_epoch: int) -> int:
+        """The global step the current level began at (its onset, or its first prediction)."""
+        return global_step(*self.started, steps_per_epoch)
 
     def onset_global(self, steps_per_epoch: int) -> int | None:
         """The global step the current level began at (an onset after the step: last epoch)."""

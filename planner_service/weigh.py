@@ -44,6 +44,7 @@ class FleetView:
     joined: list[int]
     rel_error: np.ndarray  # standard error / level, per rank
     onsets: list[int]  # global steps where live ranks' current levels began
+    moves: list[tuple[int, int]]  # (began, last moved beyond noise) of live ranks' levels
     segments: list[Segment]  # [now, next trusted change), then the forecast's
     noise_z: float
 
@@ -83,10 +84,12 @@ def fleet_view(ranks: Mapping[int, RankState], live: tuple[int, ...], base: Shar
         changes[r] = [(g, v) for g, v in st.changes(steps_per_epoch, trust) if g > now]
     confidence = {r: ranks[r].confidence for r in live}
     onsets = [o for r in live if (o := ranks[r].onset_global(steps_per_epoch)) is not None]
+    moves = [(ranks[r].started_global(steps_per_epoch), ranks[r].moved_global(steps_per_epoch))
+             for r in live]
     return FleetView(
         world, live, now, old_batch,
         gone=[r for r in range(world) if old_batch[r] > 0 and r not in live],
-        joined=[r for r in live if old_batch[r] == 0], rel_error=rel, onsets=onsets,
+        joined=[r for r in live if old_batch[r] == 0], rel_error=rel, onsets=onsets, moves=moves,
         segments=fleet_segments(now, now + horizon, times, changes, confidence),
         noise_z=cfg.noise_z,
     )
