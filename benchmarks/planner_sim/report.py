@@ -46,9 +46,9 @@ def _change_stages(s: Scenario, cfg: SimConfig, run: Run, c: int, until: int
     mine = [(t, p) for t, p in run.arrivals if p.worker_id == rank and c <= t < until]
     alarm = next((t for t, p in mine if p.straggler == slow), None) if s.rank >= 0 else None
     level = next((t for t, p in mine if abs(p.time_per_sample_s / true - 1) < 0.1), None)
-    published = [(t, d) for t, d in run.decisions
-                 if c - cfg.steps_per_epoch // 2 <= t < until and d.outcome is Outcome.PUBLISHED
-                 and (t >= c or _applies_at(d.shard_map, cfg) >= c)]
+    # the maps for this change: applying from it (scheduled ahead) or decided after it
+    published = [(t, d) for t, d in run.decisions if d.outcome is Outcome.PUBLISHED
+                 and c <= max(t, _applies_at(d.shard_map, cfg)) < until]
     applied = [st for st, _ in run.plan if c <= st < until]
     speeds = 1.0 / run.true[c]
     ideal = cfg.global_batch * speeds / speeds.sum()
