@@ -96,7 +96,8 @@ class PlanPolicy:
         self._since = clock()
         self.last_input = clock()
         self._ranks: dict[int, RankState] = {}
-        self._streak: tuple[int, int] | None = None  # (first winning step, wins)
+        #: (first winning step, wins, evidence start of the last win, wins since it)
+        self._streak: tuple[int, int, int, int] | None = None
         self._dirty = False
         self._last_live: tuple[int, ...] = ()
         self._proposal: _Proposal | None = None
@@ -235,18 +236,20 @@ class PlanPolicy:
     def _confirm(self, cand: Candidate, weighed: Weighed, view: FleetView) -> Decision:
         """Publish once the plan has enough evidence in batches, else say it is pending."""
         cfg = self.config
-        first, wins = self._streak or (view.now, 0)
+        first, wins, last_since, held = self._streak or (view.now, 0, view.now, 0)
         if first > view.now:  # steps went back (a rank restarted from a checkpoint)
-            first, wins = view.now, 0
-        self._streak = (first, wins + 1)
+            first, wins, held = view.now, 0, 0
+        wins += 1
         onsets = [o for o in view.onsets if o > self._planned_at]
         since = min(first, max(onsets)) if onsets else first
         # ... but not before the last move of a level that began since: a ramp is not a level
         since = max([since, *(m for b, m in view.moves if b > self._planned_at)])
+        held = held + 1 if since == last_since else 1
+        self._streak = (first, wins, since, held)
         evidence = view.now - since + 1  # batches since..now, both counted
-        if view.now <= first:  # a step counter that stands still: count new predictions
-            evidence = max(evidence, wins + 1)
-        if evidence >= cfg.evidence_steps and wins + 1 >= cfg.confirmations:
+        if view.now <= since:  # a step counter that stands still: count the wins since
+            evidence = max(evidence, held)
+        if evidence >= cfg.evidence_steps and wins >= cfg.confirmations:
             why = f"{weighed.reason}: worth it, {evidence} batches of evidence since step {since}"
             return self._publish(cand, Weighed(True, why, weighed.gain, weighed.cost), view.now)
         assert self.base is not None
