@@ -162,7 +162,7 @@ class RankState:
         if now >= self.seen:
             self.epoch, self.step = self.epoch_of(p), p.based_on_step
             self.recent = (*self.recent, t)[-RAMP_POINTS:]
-            if _ramping(self.recent, jump, max(jump, noise_z * self.ref_cv)):
+            if _ramping(self.recent, jump, noise_z * self.ref_cv):
                 self.moved = (self.epoch, self.step)
             self.reported_epoch = p.based_on_epoch
             self.onset_step = p.onset_step or self.onset_step
