@@ -16,13 +16,23 @@ backwards and the next plan (version + 1) is one every loader accepts.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from shardsense.events import ShardMap
 
-__all__ = ["LATEST_MAP_SQL", "VERSION_IN_FORCE_SQL", "choose_base", "durable_facts",
-           "map_from_row"]
+__all__ = ["LATEST_MAP_SQL", "RECOVER_EVERY_S", "RECOVER_WAIT_S", "VERSION_IN_FORCE_SQL",
+           "BaseRecovery", "choose_base", "durable_facts", "map_from_row"]
+
+log = logging.getLogger(__name__)
+
+#: A job without a base map asks ClickHouse this often; plans from a stored map after this.
+RECOVER_EVERY_S = 2.0
+RECOVER_WAIT_S = 10.0
 
 #: Columns in ``map_from_row`` order.
 _MAP_FIELDS = ("job_id", "map_version", "event_id", "ts", "apply_epoch", "apply_step",
@@ -90,3 +100,69 @@ def choose_base(
     return dataclasses.replace(stored, map_version=in_force), (
         f"rank 0 did not publish v{in_force} within {wait_s:.0f}s: planning from stored "
         f"v{stored.map_version} as v{in_force}")
+
+
+class _Facts(Protocol):
+    def durable_facts(self, job_id: str) -> tuple[ShardMap | None, int]: ...
+
+
+class BaseRecovery:
+    """Jobs waiting for a base map, asked of ClickHouse one at a time on a worker thread.
+
+    The planner calls :meth:`want` for a job whose map partition it read to the end
+    without finding a map, and :meth:`poll` from its loop; ``apply(job, base, why)``
+    gets each base map chosen (:func:`choose_base`).
+    """
+
+    def __init__(self, sink: _Facts, every_s: float | None = None, wait_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sink, self.clock = sink, clock
+        self.every_s = RECOVER_EVERY_S if every_s is None else every_s
+        self.wait_s = RECOVER_WAIT_S if wait_s is None else wait_s
+        self._since: dict[str, float] = {}  # job -> when it was first wanted
+        self._next: dict[str, float] = {}
+        self._why: dict[str, str] = {}
+        self._running: tuple[str, Future[tuple[ShardMap | None, int]]] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="planner-recover")
+
+    def want(self, job_id: str) -> None:
+        if job_id not in self._since:
+            self._since[job_id] = self.clock()
+
+    def forget(self, job_id: str) -> None:
+        for table in (self._since, self._next, self._why):
+            table.pop(job_id, None)
+
+    def poll(self, apply: Callable[[str, ShardMap, str], None]) -> None:
+        """Hand a finished answer on (or wait again); start the next due question."""
+        now = self.clock()
+        if self._running is not None and self._running[1].done():
+            job_id, future = self._running
+            self._running = None
+            self._answered(job_id, future, now, apply)
+        if self._running is None:
+            due = next((j for j in self._since if self._next.get(j, 0.0) <= now), None)
+            if due is not None:
+                self._next[due] = now + self.every_s
+                self._running = (due, self._executor.submit(self.sink.durable_facts, due))
+
+    def _answered(self, job_id: str, future: Future[tuple[ShardMap | None, int]], now: float,
+                  apply: Callable[[str, ShardMap, str], None]) -> None:
+        if job_id not in self._since:
+            return  # forgotten meanwhile
+        try:
+            stored, in_force = future.result()
+        except Exception as exc:
+            log.warning("planner: cannot read job %s's maps from ClickHouse: %s", job_id, exc)
+            return
+        base, why = choose_base(stored, in_force, now - self._since[job_id], self.wait_s)
+        if base is None:
+            if why != self._why.get(job_id):
+                log.info("planner: no base map for job %s: %s", job_id, why)
+            self._why[job_id] = why
+            return
+        self.forget(job_id)
+        apply(job_id, base, why)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -10,7 +10,7 @@ for the bench data set's real shard size.
 >>> resolve_overlay(METHODS["true-bytes"].overlay, shard_bytes=26400)
 ({'planner_shard_bytes': 26400}, [])
 >>> resolve_overlay(METHODS["reactive"].overlay, shard_bytes=1)
-({'processor_forecaster': 'ewma'}, ['planner_schedule_ahead'])
+({'processor_forecaster': 'ewma', 'planner_schedule_ahead': 0}, [])
 """
 
 from __future__ import annotations
@@ -45,14 +45,12 @@ PATHS = {
 #: Placeholder in an overlay for the bench data set's true bytes per shard.
 TRUE_SHARD_BYTES = "<true shard bytes>"
 
-#: HOOK (issue 14 item 1): the planner has no setting for scheduling maps ahead of a
-#: forecast change yet. ``reactive`` names it; until a Settings field of this name
-#: exists it is ignored (results.json lists it under ``pending_settings``), and from
-#: the day it exists the overlay applies it with no change here.
+#: The planner's switch for scheduling maps ahead of a forecast change (issue 14).
 SCHEDULE_AHEAD = "planner_schedule_ahead"
 
-#: Overlay keys allowed to name settings that do not exist yet (every other key must).
-PENDING_SETTINGS = frozenset({SCHEDULE_AHEAD})
+#: Overlay keys allowed to name settings that do not exist (yet); every other key must.
+#: Empty: every setting the methods name exists.
+PENDING_SETTINGS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

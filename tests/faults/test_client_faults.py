@@ -70,7 +70,7 @@ def loop(clickhouse_url: str, tmp_path: Path) -> Iterator[Loop]:
     broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log").start()
     s = fault_settings(
         broker.bootstrap, clickhouse_url, tmp_path,
-        planner_interval_ms=200, planner_confirmations=1, planner_smoothing_pct=100,
+        planner_interval_ms=200, planner_smoothing_pct=100,
         planner_learn_bandwidth=0, planner_warmup_ms=0, planner_shard_bytes=1,
         processor_retrain_s=0, processor_warm_start_rows=0, processor_forecaster="ewma",
     )
@@ -110,11 +110,13 @@ def _steady(loop: Loop, tl: Timeline) -> None:
     tl.watch("planner has predictions", lambda: loop.planner.stats["predictions"] > 0,
              RECOVER_S)
     s = loop.settings
-    watches = [(loop.maps.watch, s.topic_shard_maps), (loop.planner.watch, s.topic_shard_maps),
-               (loop.planner.watch, s.topic_predictions)]
+    planner_watch = loop.planner.feeds.watch if loop.planner.feeds else None
+    watches = [(loop.maps.watch, s.topic_shard_maps), (planner_watch, s.topic_shard_maps),
+               (planner_watch, s.topic_predictions)]
     tl.watch("every topic watch knows its topic",
              lambda: all(w is not None and w.current(t) for w, t in watches), RECOVER_S)
-    assert loop.planner.policy.base is not None and loop.planner.policy.base.map_version == 1
+    policy = loop.planner.policy_of(s.job_id)
+    assert policy is not None and policy.base is not None and policy.base.map_version == 1
 
 
 def _recovery(loop: Loop, tl: Timeline, back_wall: float) -> None:
@@ -123,9 +125,7 @@ def _recovery(loop: Loop, tl: Timeline, back_wall: float) -> None:
     recreated = loop.maps.counts["topic_recreated"]
     tl.watch_all({
         "sinks deliver again": lambda: _delivered(loop) > sent,
-        "processor stores a new timing": lambda: any(
-            max(steps, default=-1) in loop.ranks.steps_after(back_wall)
-            for steps in stored_steps(loop.client, loop.settings.job_id).values()),
+        "processor stores a new timing": lambda: _stored_after(loop, back_wall),
         "planner gets new predictions": lambda: loop.planner.stats["predictions"] > preds,
         "map source re-reads the new topic":
             lambda: loop.maps.counts["topic_recreated"] > recreated,
@@ -167,9 +167,14 @@ def test_clients_ride_out_a_10s_broker_pause(loop: Loop) -> None:
     tl.mark("broker paused")
     time.sleep(10)
     loop.broker.resume()
+    resumed_wall = time.time()
     tl.mark("broker resumed")
-    sent = _delivered(loop)
-    tl.watch("sinks deliver again", lambda: _delivered(loop) > sent, RECOVER_S)
+    sent, preds = _delivered(loop), loop.planner.stats["predictions"]
+    tl.watch_all({
+        "sinks deliver again": lambda: _delivered(loop) > sent,
+        "processor stores a new timing": lambda: _stored_after(loop, resumed_wall),
+        "planner gets new predictions": lambda: loop.planner.stats["predictions"] > preds,
+    }, RECOVER_S)
     version = loop.version()
     loop.ranks.slowdown[2] = 3.0
     tl.mark("rank 2 made 3x slower")
@@ -180,6 +185,13 @@ def test_clients_ride_out_a_10s_broker_pause(loop: Loop) -> None:
     _assert_all_stored(loop, paused_at - 1.0)
     assert all(s.dropped == 0 for s in loop.sinks)
     assert loop.maps.counts["topic_recreated"] == 0
+
+
+def _stored_after(loop: Loop, wall: float) -> bool:
+    """Whether a timing offered after ``wall`` is in ClickHouse."""
+    after = loop.ranks.steps_after(wall)
+    return any(max(steps, default=-1) in after
+               for steps in stored_steps(loop.client, loop.settings.job_id).values())
 
 
 def _topics_exist(loop: Loop) -> bool:

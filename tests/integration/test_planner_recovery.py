@@ -7,11 +7,13 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import Producer
 
 from planner_service.recovery import durable_facts
 from planner_service.service import Planner
 from shardsense.clickhouse import connect
-from shardsense.events import ShardMap
+from shardsense.events import Prediction, ShardMap, encode, new_event_id
+from shardsense.kafka import producer_config
 from shardsense.settings import Settings
 from shardsense.tables import SHARD_MAPS, shard_map_row
 
@@ -25,6 +27,21 @@ def _timings(client: object, job: str, version: int) -> None:
     client.insert("batch_timings", rows, column_names=[  # type: ignore[attr-defined]
         "job_id", "worker_id", "event_id", "seq", "epoch", "step", "samples", "data_wait_s",
         "compute_s", "map_version", "end_ts", "report_ts"])
+
+
+def _predict(settings: Settings) -> None:
+    """Predictions of the job make the planner plan it (keyed by job id, as the processor)."""
+    producer = Producer(producer_config(settings))
+    for rank in range(2):
+        p = Prediction(settings.job_id, rank, new_event_id(), time.time(),
+                       time_per_sample_s=0.01, based_on_step=10)
+        producer.produce(settings.topic_predictions, encode(p), key=settings.job_id.encode())
+    assert producer.flush(10) == 0
+
+
+def _base(planner: Planner, job: str) -> ShardMap | None:
+    policy = planner.policy_of(job)
+    return policy.base if policy is not None else None
 
 
 def _wait(cond: object, timeout: float = 30.0) -> None:
@@ -48,9 +65,10 @@ def test_base_map_is_rebuilt_from_clickhouse_when_the_topic_has_none(settings: S
 
     planner = Planner(settings, client=client).start()
     try:
-        _wait(lambda: planner.policy.base is not None)
-        assert planner.policy.base.map_version == 6  # type: ignore[union-attr]
-        assert planner.policy.base.event_id == stored.event_id  # type: ignore[union-attr]
+        _predict(settings)
+        _wait(lambda: _base(planner, settings.job_id) is not None)
+        base = _base(planner, settings.job_id)
+        assert base is not None and (base.map_version, base.event_id) == (6, stored.event_id)
     finally:
         planner.stop()
 
@@ -58,18 +76,19 @@ def test_base_map_is_rebuilt_from_clickhouse_when_the_topic_has_none(settings: S
 def test_a_newer_version_in_force_than_stored_waits_then_never_goes_back(
     settings: Settings, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import planner_service.service as service
+    import planner_service.recovery as recovery
 
-    monkeypatch.setattr(service, "RECOVER_WAIT_S", 1.0)
-    monkeypatch.setattr(service, "RECOVER_EVERY_S", 0.2)
+    monkeypatch.setattr(recovery, "RECOVER_WAIT_S", 1.0)
+    monkeypatch.setattr(recovery, "RECOVER_EVERY_S", 0.2)
     client = connect(settings.resolved_clickhouse_url)
     stored = ShardMap.build(settings.job_id, 3, [[0, 1], [2, 3]], [8, 8], num_samples=800)
     SHARD_MAPS.insert(client, [shard_map_row(stored)])
     _timings(client, settings.job_id, 4)  # rank 0 had v4 (its own map, never stored)
     planner = Planner(settings, client=client).start()
     try:
-        _wait(lambda: planner.policy.base is not None)
-        base = planner.policy.base
+        _predict(settings)
+        _wait(lambda: _base(planner, settings.job_id) is not None)
+        base = _base(planner, settings.job_id)
         assert base is not None and base.map_version == 4 and base.shards == stored.shards
     finally:
         planner.stop()

@@ -73,6 +73,8 @@ class FakeClient:
         self.rows = rows
 
     def query(self, sql, parameters=None):
+        if "count()" in sql:
+            return SimpleNamespace(result_rows=[(len(self.rows),)])
         if "job_id, worker_id" in sql:
             return SimpleNamespace(result_rows=[("job", *r) for r in self.rows])
         return SimpleNamespace(result_rows=self.rows)
