@@ -267,3 +267,42 @@ def test_siblings_that_did_not_deliver_since_are_replaced_before_their_next_mess
     assert idle.counts["recreated"] == 1 and "beside it" in idle.last_reason
     assert [m.value() for m, _ in FakeProducer.made[-1].queue] == [b"y"]
     assert late.counts["recreated"] == 0 and not late._reason
+
+
+def test_base_recovery_asks_clickhouse_once_per_interval_and_hands_the_base_on() -> None:
+    import time as _time
+
+    from planner_service.recovery import BaseRecovery
+
+    stored = ShardMap.build("j", 3, [[0, 1], [2, 3]], [8, 8], num_samples=800)
+
+    class Facts:
+        asked = 0
+        in_force = 4  # rank 0's v4 is not stored yet
+
+        def durable_facts(self, job_id: str) -> tuple[ShardMap | None, int]:
+            Facts.asked += 1
+            return stored, Facts.in_force
+
+    clock = Clock()
+    got: list[tuple[str, int, str]] = []
+    recovery = BaseRecovery(Facts(), every_s=2.0, wait_s=10.0, clock=clock)
+
+    def settle() -> None:  # the question runs on a worker thread
+        for _ in range(200):
+            recovery.poll(lambda j, m, why: got.append((j, m.map_version, why)))
+            if recovery._running is None:
+                return
+            _time.sleep(0.005)
+
+    recovery.want("j")
+    settle()
+    assert Facts.asked == 1 and got == [], "v4 in force, v3 stored: wait for rank 0"
+    clock.now += 1.0
+    settle()
+    assert Facts.asked == 1, "asked again only after every_s"
+    clock.now += 11.0
+    settle()
+    settle()
+    assert got and got[0][:2] == ("j", 4), "after wait_s: the stored map as the version in force"
+    recovery.close()
