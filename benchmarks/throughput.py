@@ -60,7 +60,7 @@ def _produce(settings: Settings, bodies: list[bytes], total: int, rate: float) -
     from confluent_kafka import Producer
 
     from shardsense.kafka import producer_config
-    from shardsense.topics import timing_key
+    from shardsense.topics import job_key
 
     producer = Producer(producer_config(settings, **{"linger.ms": 5}))
     per = len(json.loads(bodies[0])["step"])
@@ -83,7 +83,7 @@ def _produce(settings: Settings, bodies: list[bytes], total: int, rate: float) -
         while True:
             try:
                 producer.produce(settings.topic_timings, _message(settings.job_id, w, bodies[w]),
-                                 key=timing_key(settings.job_id, w))
+                                 key=job_key(settings.job_id))
                 break
             except BufferError:
                 producer.poll(0.05)

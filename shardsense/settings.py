@@ -106,7 +106,8 @@ class Settings:
         default="shardsense.dead-letters", metadata=_doc("Dead-letter topic.", ident=True)
     )
     topic_partitions: int = field(
-        default=4, metadata=_doc("Partitions of the timings and predictions topics.", minimum=1)
+        default=4, metadata=_doc("Partitions of the timings, predictions and shard-map topics "
+                                 "(one count: co-partitioned by job id).", minimum=1)
     )
     max_event_bytes: int = field(
         default=1_048_576,

@@ -28,7 +28,7 @@ import numpy as np
 from shardsense.events import Prediction, TimingReport, encode
 from shardsense.settings import Settings
 from shardsense.tables import PREDICTIONS, WORKER_FEATURES, FeatureRow, prediction_row
-from shardsense.topics import timing_key
+from shardsense.topics import job_key
 from stream_processors.drift import StragglerDetector
 from stream_processors.features import FleetState, LagFeatures, WorkerStats
 from stream_processors.models import AutoSelect, Forecaster, XGBoostForecaster, make_forecaster
@@ -271,7 +271,7 @@ class PredictionHook:
         self.stats["store_s"] += stored - updated
         for p in preds:
             self.producer.produce(self.settings.topic_predictions, encode(p),
-                                  key=timing_key(p.job_id, p.worker_id))
+                                  key=job_key(p.job_id))
         if preds:
             left = await asyncio.to_thread(self.producer.flush, 30.0)
             if left:
