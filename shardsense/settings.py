@@ -237,6 +237,17 @@ class Settings:
                       "embedded one) adds up to this to every report's latency.",
                       minimum=1, maximum=5000),
     )
+    processor_tick_steps: int = field(
+        default=8,
+        metadata=_doc("Steps per tick: the forecasters learn one value per rank per block of "
+                      "this many steps (its seconds per sample), whatever the reports packed.",
+                      minimum=1, maximum=10_000),
+    )
+    processor_rank_ttl_s: int = field(
+        default=600,
+        metadata=_doc("A rank silent this long is forgotten by the processor (its state "
+                      "expires; memory follows the ranks live at once).", minimum=1),
+    )
     kafka_options: Mapping[str, str] = field(
         default_factory=dict,
         metadata=_doc("Extra librdkafka properties (SASL/SSL), passed through unchanged."),

@@ -21,7 +21,8 @@ def default_hooks(settings: Settings, client: object) -> list[ReportHook]:
     The predictor first replays recent ``worker_features`` history (warm start),
     so a restarted processor resumes with trained models, not blank ones.
     """
-    from stream_processors.predictor import PredictionHook, Predictor
+    from stream_processors.hook import PredictionHook
+    from stream_processors.predictor import Predictor
 
     predictor = Predictor(settings, client)
     replayed = predictor.warm_start()
