@@ -222,8 +222,9 @@ class Settings:
     )
     processor_warm_start_rows: int = field(
         default=20_000,
-        metadata=_doc("worker_features rows replayed into the models on start; 0 = cold.",
-                      minimum=0),
+        metadata=_doc("Most stored ticks replayed when the processor first sees a job (a "
+                      "restart, a handed-over partition): the latest 64 of each rank; "
+                      "0 = cold.", minimum=0),
     )
     processor_straggler_pct: int = field(
         default=130,
@@ -231,11 +232,23 @@ class Settings:
                       "(%) stays flagged as a straggler after its onset alarm.", minimum=100),
     )
     processor_fetch_wait_ms: int = field(
-        default=100,
+        default=20,
         metadata=_doc("Longest a processor fetch waits at the broker for data (ms). Faust "
                       "fixes 1500; a broker that answers only when this expires (the "
-                      "embedded one) adds up to this to every report's latency.",
-                      minimum=1, maximum=5000),
+                      "embedded one) adds up to this to every report's latency (measured "
+                      "here: median 34 ms at 100, 4 ms at 10; an idle processor costs 0.03 "
+                      "cores at 20 against 0.01 at 100).", minimum=1, maximum=5000),
+    )
+    processor_batch_max: int = field(
+        default=2000,
+        metadata=_doc("Most reports (Kafka messages) the processor takes in one batch; a "
+                      "batch is what arrived while the previous one was stored.", minimum=1),
+    )
+    processor_batch_linger_ms: int = field(
+        default=5,
+        metadata=_doc("When idle, how long the processor waits after a report for others to "
+                      "join its batch (ms); under load batches form without waiting.",
+                      minimum=0, maximum=1000),
     )
     processor_tick_steps: int = field(
         default=8,

@@ -1,11 +1,12 @@
 """The Faust stream processor: thin wiring around :class:`~stream_processors.pipeline.Pipeline`.
 
-One agent reads the timings topic in batches (``take_events``), so the ~240 µs
-Faust pays per message is shared by the many timings a report packs; each
-batch goes to the pipeline (route, store, hooks), which Faust never sees
-inside. Offsets are acknowledged only after the pipeline stored the batch
-(at-least-once), also when a stop interrupts a batch (see the agent below);
-ClickHouse's ReplacingMergeTree removes replays.
+One agent reads the timings topic in batches that follow the load
+(``batching.Batcher``: what arrived while the previous batch was stored, or the
+first message after ``processor_batch_linger_ms`` when idle); each batch goes to
+the pipeline (route, store, hooks), which Faust never sees inside. Offsets are
+acknowledged only after the pipeline stored the batch (at-least-once), so a
+stop or a crash mid-batch commits nothing of it; ClickHouse's
+ReplacingMergeTree removes replays.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ import faust
 
 from shardsense.events import DeadLetter, encode
 from shardsense.settings import Settings
+from stream_processors.batching import Batcher
 from stream_processors.pipeline import Pipeline, ReportHook
 from stream_processors.transport import Transport
 
 __all__ = ["ProcessorThread", "ReportHook", "consumer_group", "create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
-
-BATCH_MAX_MESSAGES = 500
-BATCH_WITHIN_S = 0.2
 
 
 def consumer_group(settings: Settings) -> str:
@@ -82,32 +81,40 @@ def create_app(
     pipeline = Pipeline(settings, client, hooks, send_dead)
     app.shardsense_stats = pipeline.stats  # type: ignore[attr-defined]
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(_app: faust.App, revoked: set[Any], **_kw: Any) -> None:
+        # job-keyed partitions: a revoked partition's jobs belong to another instance now
+        mine = {tp.partition for tp in revoked if tp.topic == settings.topic_timings}
+        jobs = pipeline.revoked(mine)
+        if jobs:
+            log.info("partitions %s revoked: forgot %d jobs", sorted(mine), len(jobs))
+
     @app.agent(timings, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        # noack(): messages still in Faust's pipeline when a stop closes take_events
-        # must not be acked by the stream on their way out (they were never stored);
-        # take_events acks each batch explicitly, which is the only ack we want.
-        batches = stream.noack().take_events(  # type: ignore[attr-defined]
-            BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S
-        )
-        async for events in batches:
-            # take_events acks the batch in a `finally`, and a stop may close it while
-            # this batch is still being stored (tests/integration/test_processor_stop.py).
-            # Hold one reference per message so that ack cannot be the final one...
-            for e in events:
-                e.message.incref()
-            try:
+        # noack(): the stream never acks on its own; a batch is acked once stored, so
+        # a stop or crash mid-batch commits none of it (tests/integration/
+        # test_processor_stop.py, test_processor_restart.py).
+        source = stream.noack()  # type: ignore[attr-defined]
+        batcher: Batcher[Any] = Batcher(settings.processor_batch_max,
+                                        settings.processor_batch_linger_ms / 1000)
+        reader = asyncio.ensure_future(batcher.fill(source.events()))
+        events: list[Any] = []
+        try:
+            while events := await batcher.take():
                 await pipeline.process(
                     [(e.message.value, e.message.partition, e.message.offset) for e in events]
                 )
-            except BaseException:
-                # ...and if the batch never got stored, mark the messages acked without
-                # the consumer's final-ack bookkeeping: never committed, so replayed.
                 for e in events:
-                    e.message.acked = True
-                raise
-            for e in events:
-                e.message.decref()  # stored: take_events' ack is now the final one
+                    await source.ack(e)
+                events = []
+        finally:
+            reader.cancel()
+            # Unstored messages (this batch, the buffer) are marked acked without the
+            # consumer's bookkeeping: Faust's shutdown stops waiting for them, and their
+            # offsets stay uncommitted, so they are replayed. (Leans on Faust's
+            # Message.acked semantics: re-test on a Faust upgrade.)
+            for e in [*events, *batcher.drain()]:
+                e.message.acked = True
 
     return app
 

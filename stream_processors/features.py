@@ -10,7 +10,7 @@ The processor computes the same inputs for every rank of a batch at once
 stays the readable definition, and is what ``shardsense eval`` and the XGBoost
 retrain replay. Plain objects, not Faust tables: a Faust table cannot be written
 inside ``stream.take()`` (faust-streaming #497), and the state is rebuilt from
-ClickHouse on start anyway (``Predictor.warm_start``).
+ClickHouse anyway (``Predictor.replay``, a job's stored ticks).
 
 >>> lf = LagFeatures()
 >>> for y in [1.0, 1.0, 2.0, 1.0]:

@@ -72,6 +72,8 @@ class Pipeline:
         self.send_dead = send_dead
         self.stats: dict[str, float] = {"batches": 0, "reports": 0, "timings": 0, "dead": 0,
                                         "route_s": 0.0, "store_s": 0.0, "hooks_s": 0.0}
+        #: Jobs seen per source partition: what a revoked partition takes away.
+        self.jobs_by_partition: dict[int, set[str]] = {}
 
     async def process(self, payloads: Sequence[Payload]) -> Routed:
         """Route, store and hand on one batch; returns only when it is stored."""
@@ -79,6 +81,8 @@ class Pipeline:
         s = self.settings
         routed = route(payloads, topic=s.topic_timings, max_bytes=s.max_event_bytes)
         routed_at = time.perf_counter()
+        for report, partition in zip(routed.reports, routed.partitions, strict=True):
+            self.jobs_by_partition.setdefault(partition, set()).add(report.job_id)
         if routed.dead:
             await self._dead_letters(routed.dead)
         if routed.reports:
@@ -94,6 +98,16 @@ class Pipeline:
         self.stats["timings"] += sum(len(r) for r in routed.reports)
         self.stats["dead"] += len(routed.dead)
         return routed
+
+    def revoked(self, partitions: set[int]) -> set[str]:
+        """Partitions this instance no longer owns: hooks forget their jobs' state (another
+        instance owns it now; if the partition comes back, its jobs start from the store)."""
+        jobs = set().union(*(self.jobs_by_partition.pop(p, set()) for p in partitions))
+        for hook in self.hooks:
+            forget = getattr(hook, "forget", None)
+            if jobs and forget is not None:
+                forget(jobs)
+        return jobs
 
     async def _dead_letters(self, dead: list[DeadLetter]) -> None:
         """To the topic first, then the table; each logged with its reason."""

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +121,8 @@ class Predictor:
         self._columns: list[SlotColumns] = [self.onset, self.ticks, self.lags, self.learners,
                                             self.pending]
         self._expired_at = -float("inf")
+        #: Which processor process made a prediction (``model_versions["instance"]``).
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
 
     # ------------------------------------------------------------ slots
 
@@ -328,7 +332,7 @@ class Predictor:
                 slowdown=slowdown[i], straggler=straggler[i], based_on_step=step[i],
                 based_on_epoch=epoch[i], onset_step=onset_step[i],
                 model_versions={"served": served[i], "xgboost": xgb,
-                                "river_updates": str(learned[i])},
+                                "river_updates": str(learned[i]), "instance": self.instance},
             ))
         return out
 
@@ -341,20 +345,22 @@ class Predictor:
             if done is not None:
                 self.xgb.swap(done[1], str(done[0]))
 
-    def warm_start(self) -> int:
-        """Replay recent ``worker_features`` ticks into the state; returns rows used.
+    def new_jobs(self, reports: Sequence[TimingReport]) -> set[str]:
+        """Jobs of ``reports`` this predictor holds no state for (new, handed over, or
+        expired): the hook warm-starts them from the store before ``update``."""
+        known = self.slots.job_ids
+        return {r.job_id for r in reports if r.job_id not in known}
 
-        After a restart the models pick up where the history left off, and ticks
-        already stored are not learnt again when their reports are replayed.
+    def forget(self, jobs: set[str]) -> int:
+        """Drop every rank of ``jobs`` (their partition went to another instance)."""
+        return len(self.slots.forget_jobs(jobs))
+
+    def replay(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Fold stored ticks (``history.HISTORY_COLUMNS``, oldest first) into the state.
+
+        After a restart or a handover the models pick up where the store left off,
+        and ticks already stored are not learnt again when their reports replay.
         """
-        limit = self.settings.processor_warm_start_rows
-        if self.client is None or limit <= 0:
-            return 0
-        rows = self.client.query(
-            "SELECT job_id, worker_id, epoch, last_step, time_per_sample_s, slowdown, ewma_tps"
-            " FROM (SELECT * FROM v_worker_features ORDER BY ts DESC LIMIT {n:UInt32})"
-            " ORDER BY ts", parameters={"n": limit},
-        ).result_rows
         if not rows:
             return 0
         jobs, workers, epoch, step, value, slowdown, ewma = zip(*rows, strict=True)

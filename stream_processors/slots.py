@@ -145,17 +145,27 @@ class SlotTable:
         live = np.fromiter(self.index.values(), dtype=np.int64, count=len(self.index))
         old = live[self.last_seen[live] < now - self.ttl_s]
         for slot in old.tolist():
-            key = self.keys[slot]
-            assert key is not None
-            del self.index[key]
-            self.keys[slot] = None
-            self.free.append(slot)
-            job = int(self.job_of[slot])
-            self._job_refs[job] -= 1
-            if self._job_refs[job] == 0:
-                del self.job_ids[self.job_names[job]]
-                self._free_jobs.append(job)
+            self._free(slot)
         return old
+
+    def _free(self, slot: int) -> None:
+        key = self.keys[slot]
+        assert key is not None
+        del self.index[key]
+        self.keys[slot] = None
+        self.free.append(slot)
+        job = int(self.job_of[slot])
+        self._job_refs[job] -= 1
+        if self._job_refs[job] == 0:
+            del self.job_ids[self.job_names[job]]
+            self._free_jobs.append(job)
+
+    def forget_jobs(self, jobs: set[str]) -> np.ndarray:
+        """Free every slot of ``jobs`` now."""
+        gone = [slot for key, slot in self.index.items() if key[0] in jobs]
+        for slot in gone:
+            self._free(slot)
+        return np.asarray(gone, dtype=np.int64)
 
     def live(self) -> np.ndarray:
         """Every slot in use."""

@@ -190,17 +190,24 @@ def test_replay_features_matches_live_inputs() -> None:
     assert max(y) > 1.5  # relative targets: the spikes are ~2x the median
 
 
-def test_warm_start_replays_history(tmp_path) -> None:
+def test_a_new_job_is_warm_started_from_its_stored_ticks(tmp_path) -> None:
+    """The hook replays a job's stored ticks when it first sees the job (a restart, a
+    handed-over partition); ticks already stored are not learnt again."""
     rows = [(w, tps, tps / e, e) for w, tps, _s, e in _history()]
-    p = Predictor(Settings(data_dir=str(tmp_path), processor_retrain_s=0),
-                  FakeClient([(w, tps, s, e) for w, tps, s, e in rows]))
-    assert p.warm_start() == len(rows)
+    client = FakeClient(rows)
+    client.insert = lambda *a, **k: None
+    hook = PredictionHook(Settings(data_dir=str(tmp_path), processor_retrain_s=0), client,
+                          FakeProducer())
+    p = hook.predictor
+    asyncio.run(hook([_report("job", 0, 0, [1e-3] * 8)]))
+    assert hook.stats["warm_started"] == len(rows)
     slot = p.slots.index[("job", 0)]
     assert p.learners.learned[slot] > 300 and p.lags.period[slot] == 10
-    # ticks up to the last stored one are not learnt again when their reports replay
     learned = int(p.learners.learned[slot])
-    p.update([_report("job", 0, 0, [1e-3] * 8)], now=0.0)
-    assert int(p.learners.learned[slot]) == learned
+    asyncio.run(hook([_report("job", 0, 8, [1e-3] * 8)]))  # steps long stored: skipped
+    assert int(p.learners.learned[slot]) == learned and hook.stats["warm_started"] == len(rows)
+    hook.forget({"job"})
+    assert ("job", 0) not in p.slots.index
 
 
 class FakeProducer:
