@@ -250,6 +250,19 @@ class Settings:
                       "join its batch (ms); under load batches form without waiting.",
                       minimum=0, maximum=1000),
     )
+    processor_batch_interval_ms: int = field(
+        default=100,
+        metadata=_doc("Least time between the starts of two processor batches (ms), unless "
+                      "one is full: every batch pays ~13 ms of chDB insert CPU per table, so "
+                      "this caps that cost at moderate rates (adds at most this much "
+                      "latency; idle reports go at once).", minimum=0, maximum=5000),
+    )
+    processor_predict_every_ms: int = field(
+        default=1000,
+        metadata=_doc("A rank's prediction is published when its level may have changed (a "
+                      "tick, an onset) and at least this often while it reports (ms).",
+                      minimum=0, maximum=600_000),
+    )
     processor_tick_steps: int = field(
         default=8,
         metadata=_doc("Steps per tick: the forecasters learn one value per rank per block of "

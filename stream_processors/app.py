@@ -24,7 +24,7 @@ import faust
 from shardsense.events import DeadLetter, encode
 from shardsense.settings import Settings
 from stream_processors.batching import Batcher
-from stream_processors.pipeline import Pipeline, ReportHook
+from stream_processors.pipeline import Batch, Pipeline, ReportHook
 from stream_processors.transport import Transport
 
 __all__ = ["ProcessorThread", "ReportHook", "consumer_group", "create_app", "run_worker"]
@@ -96,27 +96,45 @@ def create_app(
         # test_processor_stop.py, test_processor_restart.py).
         source = stream.noack()  # type: ignore[attr-defined]
         batcher: Batcher[Any] = Batcher(settings.processor_batch_max,
-                                        settings.processor_batch_linger_ms / 1000)
+                                        settings.processor_batch_linger_ms / 1000,
+                                        settings.processor_batch_interval_ms / 1000)
         reader = asyncio.ensure_future(batcher.fill(source.events()))
         events: list[Any] = []
+        storing: tuple[asyncio.Future[None], list[Any]] | None = None
         try:
             while events := await batcher.take():
-                await pipeline.process(
-                    [(e.message.value, e.message.partition, e.message.offset) for e in events]
-                )
-                for e in events:
-                    await source.ack(e)
+                # batch N+1 is decoded and learnt while batch N is stored
+                batch = await pipeline.prepare(
+                    [(e.message.value, e.message.partition, e.message.offset) for e in events])
+                if storing is not None:
+                    await storing[0]
+                storing = (asyncio.ensure_future(_store_and_ack(batch, events)), events)
                 events = []
+            if storing is not None:
+                await storing[0]
         finally:
             reader.cancel()
-            # Unstored messages (this batch, the buffer) are marked acked without the
-            # consumer's bookkeeping: Faust's shutdown stops waiting for them, and their
-            # offsets stay uncommitted, so they are replayed. (Leans on Faust's
-            # Message.acked semantics: re-test on a Faust upgrade.)
-            for e in [*events, *batcher.drain()]:
+            # Unstored messages (the batch being prepared, the one being stored, the
+            # buffer) are marked acked without the consumer's bookkeeping: Faust's
+            # shutdown stops waiting for them and their offsets stay uncommitted, so
+            # they are replayed. (Leans on Faust's Message.acked: re-test on upgrades.)
+            unstored = [*events, *batcher.drain()]
+            if storing is not None and not _stored(storing[0]):
+                storing[0].cancel()
+                unstored += storing[1]
+            for e in unstored:
                 e.message.acked = True
 
+    async def _store_and_ack(batch: Batch, events: list[Any]) -> None:
+        await pipeline.store(batch)
+        for e in events:
+            e.message.ack(app.consumer)
+
     return app
+
+
+def _stored(future: asyncio.Future[None]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _faust_credentials(settings: Settings) -> Any:

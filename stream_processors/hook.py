@@ -1,8 +1,11 @@
-"""The seam the Faust agent awaits per batch: learn, store, publish (``PredictionHook``).
+"""The processor's learning hook: learn, store, publish (``PredictionHook``).
 
-Awaited before the batch's offsets are acknowledged, so a crash replays the
-batch; the derived ids make that replay idempotent downstream. Stored first,
-published second: a prediction the planner sees is in ClickHouse.
+``prepare`` runs in the pipeline's first stage (new jobs warm-started from the
+store, then ``Predictor.update``); the rows and predictions it returns are
+inserted with the batch's raw timings, then published, all before the batch's
+offsets are acknowledged, so a crash replays the batch; the derived ids make
+that replay idempotent downstream. Stored first, published second: a
+prediction the planner sees is in ClickHouse.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import logging
 import time
 from typing import Any
 
-from shardsense.events import TimingReport, encode
+from shardsense.events import Prediction, TimingReport, encode
 from shardsense.settings import Settings
-from shardsense.tables import PREDICTIONS, WORKER_FEATURES, prediction_row
+from shardsense.tables import PREDICTIONS, WORKER_FEATURES, FeatureRow, prediction_row
 from shardsense.topics import job_key
 from stream_processors.history import job_history
 from stream_processors.pipeline import retry_forever
@@ -46,32 +49,19 @@ class PredictionHook:
         self.stats = {"feature_rows": 0, "predictions": 0, "warm_started": 0, "update_s": 0.0,
                       "store_s": 0.0, "publish_s": 0.0}
 
-    async def __call__(self, reports: list[TimingReport]) -> None:
-        started = time.perf_counter()
+    async def prepare(self, reports: list[TimingReport]) -> _Staged:
+        """Warm-start new jobs, then learn: the batch's tick rows and predictions."""
         await self._warm_start(self.predictor.new_jobs(reports))
+        started = time.perf_counter()
         rows, preds = self.predictor.update(reports)
-        updated = time.perf_counter()
-        self.stats["update_s"] += updated - started
-        work = []
-        if rows:
-            work.append(retry_forever("worker_features insert", WORKER_FEATURES.insert,
-                                      self.client, [row.values() for row in rows]))
-        if preds:
-            work.append(retry_forever("predictions insert", PREDICTIONS.insert, self.client,
-                                      [prediction_row(p) for p in preds]))
-        await asyncio.gather(*work)
-        stored = time.perf_counter()
-        self.stats["store_s"] += stored - updated
-        topic = self.settings.topic_predictions
-        for p in preds:
-            self.producer.produce(topic, encode(p), key=job_key(p.job_id))
-        if preds:
-            left = await asyncio.to_thread(self.producer.flush, 30.0)
-            if left:
-                log.warning("%d prediction messages still queued after 30s", left)
-        self.stats["publish_s"] += time.perf_counter() - stored
-        self.stats["feature_rows"] += len(rows)
-        self.stats["predictions"] += len(preds)
+        self.stats["update_s"] += time.perf_counter() - started
+        return _Staged(self, rows, preds)
+
+    async def __call__(self, reports: list[TimingReport]) -> None:
+        """Prepare, store and publish one batch (what the pipeline does in two stages)."""
+        staged = await self.prepare(reports)
+        await staged.store()
+        await staged.publish()
 
     async def _warm_start(self, jobs: set[str]) -> None:
         """Jobs new to this instance start from their stored ticks (a restart, a handover);
@@ -99,3 +89,38 @@ class PredictionHook:
             self.producer.flush(timeout)
             self.producer = None  # its librdkafka threads end with it
         self.predictor.close()
+
+
+class _Staged:
+    """One batch's tick rows and predictions: inserted, then published."""
+
+    def __init__(self, hook: PredictionHook, rows: list[FeatureRow],
+                 preds: list[Prediction]) -> None:
+        self.hook, self.rows, self.preds = hook, rows, preds
+
+    async def store(self) -> None:
+        started = time.perf_counter()
+        client, work = self.hook.client, []
+        if self.rows:
+            work.append(retry_forever("worker_features insert", WORKER_FEATURES.insert,
+                                      client, [row.values() for row in self.rows]))
+        if self.preds:
+            work.append(retry_forever("predictions insert", PREDICTIONS.insert, client,
+                                      [prediction_row(p) for p in self.preds]))
+        await asyncio.gather(*work)
+        stats = self.hook.stats
+        stats["store_s"] += time.perf_counter() - started
+        stats["feature_rows"] += len(self.rows)
+
+    async def publish(self) -> None:
+        started = time.perf_counter()
+        hook = self.hook
+        topic = hook.settings.topic_predictions
+        for p in self.preds:
+            hook.producer.produce(topic, encode(p), key=job_key(p.job_id))
+        if self.preds:
+            left = await asyncio.to_thread(hook.producer.flush, 30.0)
+            if left:
+                log.warning("%d prediction messages still queued after 30s", left)
+        hook.stats["publish_s"] += time.perf_counter() - started
+        hook.stats["predictions"] += len(self.preds)

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,29 +46,19 @@ from stream_processors.learners import LearnerColumns
 from stream_processors.models import XGBoostForecaster
 from stream_processors.onset import OnsetColumns
 from stream_processors.retrain import Retrainer, latest_model, load_model
+from stream_processors.serving import Serving, prediction_id
 from stream_processors.slots import SlotColumns, SlotTable, grouped_median, rounds
 from stream_processors.tickrows import STATS, WINDOW, tick_rows, window_stats
-from stream_processors.ticks import EPOCH_SHIFT, TickColumns, epoch_step
+from stream_processors.ticks import TickColumns, epoch_step
 
-__all__ = ["Predictor", "prediction_id", "tick_id"]
+__all__ = ["Pending", "Predictor", "prediction_id", "tick_id"]
 
 log = logging.getLogger(__name__)
 
 #: A report's batches reach the detector as at most this many chunk means.
 DETECT_POINTS = 64
-#: Relative error assumed for a forecast before any was scored.
-PRIOR_REL_ERROR = 0.1
 #: How often (s) slots of silent ranks are looked for and freed.
 EXPIRE_EVERY_S = 10.0
-
-
-def prediction_id(report_event_id: str) -> str:
-    """The prediction made after a report, the same on every replay of it.
-
-    >>> prediction_id("abc") == prediction_id("abc") != prediction_id("abd")
-    True
-    """
-    return hashlib.sha1(f"{report_event_id}/prediction".encode()).hexdigest()[:32]
 
 
 def tick_id(job_id: str, worker_id: int, key: int) -> str:
@@ -82,7 +70,7 @@ def tick_id(job_id: str, worker_id: int, key: int) -> str:
     return hashlib.sha1(f"{job_id}/{worker_id}/{key}/tick".encode()).hexdigest()[:32]
 
 
-class _Pending(SlotColumns):
+class Pending(SlotColumns):
     """Per slot: the inputs of the next forecast, and what predictions report."""
 
     FIELDS: ClassVar[dict[str, tuple[Any, Any, tuple[int, ...]]]] = {
@@ -117,12 +105,11 @@ class Predictor:
         self.ticks = TickColumns(settings.processor_tick_steps)
         self.lags = LagColumns()
         self.learners = LearnerColumns(settings.processor_forecaster)
-        self.pending = _Pending()
+        self.pending = Pending()
+        self.serving = Serving(self, settings.processor_predict_every_ms / 1000)
         self._columns: list[SlotColumns] = [self.onset, self.ticks, self.lags, self.learners,
-                                            self.pending]
+                                            self.pending, self.serving]
         self._expired_at = -float("inf")
-        #: Which processor process made a prediction (``model_versions["instance"]``).
-        self.instance = f"{socket.gethostname()}:{os.getpid()}"
 
     # ------------------------------------------------------------ slots
 
@@ -170,7 +157,8 @@ class Predictor:
                                   epoch_step(ticks.epoch, ticks.last_step))
         rows = tick_rows(self.slots, ticks, stats, self._count_batches(ticks.slot, ticks.batches),
                          fleet, tick_id)
-        return rows, self._predict(reports, rslot)
+        self.serving.news[ticks.slot] = True
+        return rows, self.serving.predict(reports, rslot, now)
 
     def _medians_at_start(self, rslot: np.ndarray, cols: BatchColumns) -> np.ndarray:
         """Fleet medians per job id; a job with no level yet uses this batch's reports."""
@@ -198,6 +186,7 @@ class Predictor:
             fired = self.onset.update(pslot[i], rel[i], pts.total_s[i], pts.samples[i],
                                       pts.epoch[i], pts.step[i])
             self.pending.relevel[pslot[i][fired]] = True
+            self.serving.news[pslot[i][fired]] = True
 
     def _count_batches(self, slot: np.ndarray, batches: np.ndarray) -> np.ndarray:
         """Each rank's count of batches in completed ticks, after each tick (ticks come
@@ -245,7 +234,7 @@ class Predictor:
                       y_rel: np.ndarray, ok: np.ndarray) -> None:
         """Predict-then-learn every usable tick (one XGBoost call for all of them)."""
         usable = ok & np.isfinite(X).all(axis=1)
-        booster = self._booster(X[usable])
+        booster = self.booster(X[usable])
         out = np.full(len(slot), np.nan)
         if booster is not None:
             out[usable] = booster
@@ -264,7 +253,7 @@ class Predictor:
             self.lags.relevel(slots[ok], level[ok])
             self.pending.relevel[slots] = False
 
-    def _booster(self, X: np.ndarray) -> np.ndarray | None:
+    def booster(self, X: np.ndarray) -> np.ndarray | None:
         """XGBoost's raw output for every row, in one call (None without a model)."""
         if self.xgb.booster is None:
             return None
@@ -272,69 +261,6 @@ class Predictor:
             return np.zeros(0)
         return np.asarray(self.xgb.booster.inplace_predict(X.astype(np.float32)),
                           dtype=np.float64)
-
-    # ------------------------------------------------------------ predictions
-
-    def _predict(self, reports: Sequence[TimingReport], rslot: np.ndarray) -> list[Prediction]:
-        """One prediction per rank of the batch, after its last report."""
-        last = np.full(self.slots.capacity, -1, dtype=np.int64)
-        np.maximum.at(last, rslot, np.arange(len(rslot)))
-        seen = np.flatnonzero(last >= 0)
-        med = self.fleet_medians()
-        fleet = med[self.slots.job_of[seen]]
-        self.pending.x[seen] = self.lags.features(seen, fleet)
-        self.pending.ref[seen] = self.lags.ref[seen]
-        level, uncertainty, served = self._levels(seen)
-        keep = np.isfinite(level) & (level > 0)
-        return self._events(reports, seen[keep], last[seen[keep]], level[keep],
-                            uncertainty[keep], fleet[keep],
-                            [n for n, k in zip(served, keep.tolist(), strict=True) if k])
-
-    def _levels(self, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Served seconds per sample, its uncertainty and the serving model per slot."""
-        X, ref = self.pending.x[seen], self.pending.ref[seen]
-        booster = self._booster(X)
-        P = self.learners.predict(seen, X, booster)
-        level = self.learners.served(seen, P) * ref
-        served = self.learners.served_name(seen)
-        err = self.learners.abs_err[seen]
-        uncertainty = np.where(np.isfinite(err), err, PRIOR_REL_ERROR) * ref
-        relevel = self.pending.relevel[seen]
-        onset = self.onset.level_s(seen)
-        early = ~(ref > 0)  # no tick yet: the batches of the tick being filled
-        partial = self.ticks.partial_s(seen)
-        fallback = np.where(relevel & np.isfinite(onset), onset, partial)
-        use = (relevel & np.isfinite(onset)) | early
-        level = np.where(use, fallback, level)
-        uncertainty = np.where(use, PRIOR_REL_ERROR * fallback, uncertainty)
-        served = [("onset" if r else "partial") if u else name for name, u, r in
-                  zip(served, use.tolist(), relevel.tolist(), strict=True)]
-        return level, uncertainty, served
-
-    def _events(self, reports: Sequence[TimingReport], slots: np.ndarray, last: np.ndarray,
-                level: np.ndarray, uncertainty: np.ndarray, fleet: np.ndarray,
-                served: list[str]) -> list[Prediction]:
-        straggler = self.onset.straggler(slots).tolist()
-        alarms = self.onset.alarms[slots] > 0
-        onset_step = np.where(alarms, self.onset.onset_step[slots], 0).tolist()
-        slowdown = np.where(fleet > 0, level / np.where(fleet > 0, fleet, 1.0), 1.0).tolist()
-        es = np.maximum(self.ticks.last_es[slots], 0)
-        epoch = (es >> EPOCH_SHIFT).tolist()
-        step = (es & ((1 << EPOCH_SHIFT) - 1)).tolist()
-        learned = self.learners.learned[slots].tolist()
-        xgb = self.xgb.version or "none"
-        out = []
-        for i, ri in enumerate(last.tolist()):
-            r = reports[ri]
-            out.append(Prediction(
-                job_id=r.job_id, worker_id=r.worker_id, event_id=prediction_id(r.event_id),
-                ts=r.ts, time_per_sample_s=float(level[i]), uncertainty_s=float(uncertainty[i]),
-                slowdown=slowdown[i], straggler=straggler[i], based_on_step=step[i],
-                based_on_epoch=epoch[i], onset_step=onset_step[i],
-                model_versions={"served": served[i], "xgboost": xgb,
-                                "river_updates": str(learned[i]), "instance": self.instance},
-            ))
-        return out
 
     # ------------------------------------------------------------ models and restarts
 

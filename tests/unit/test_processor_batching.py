@@ -82,11 +82,23 @@ def test_bad_arguments_name_themselves() -> None:
 
 
 class Remembering:
+    """A hook that stages nothing and remembers what it was told to forget."""
+
     def __init__(self) -> None:
         self.forgotten: set[str] = set()
+        self.stored: list[str] = []
 
-    async def __call__(self, reports) -> None:
-        pass
+    async def prepare(self, reports):
+        hook = self
+
+        class Staged:
+            async def store(self) -> None:
+                hook.stored.append("store")
+
+            async def publish(self) -> None:
+                hook.stored.append("publish")
+
+        return Staged()
 
     def forget(self, jobs: set[str]) -> None:
         self.forgotten |= jobs
@@ -101,5 +113,6 @@ def test_a_revoked_partition_takes_its_jobs_state_away(tmp_path) -> None:
     p = Pipeline(Settings(data_dir=str(tmp_path)), client, [hook])
     a, b = fleet_reports("a", 1)[0], fleet_reports("b", 1)[0]
     asyncio.run(p.process([(encode(a), 0, 0), (encode(b), 1, 0)]))
+    assert hook.stored == ["store", "publish"]  # stored, then published
     assert p.revoked({1}) == {"b"} and hook.forgotten == {"b"}
     assert p.revoked({1}) == set() and p.jobs_by_partition == {0: {"a"}}

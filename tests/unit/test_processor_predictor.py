@@ -52,8 +52,8 @@ def _predictor(tmp_path, **kw) -> Predictor:
 def test_update_gives_a_row_per_tick_and_a_prediction_per_worker(tmp_path) -> None:
     p = _predictor(tmp_path)
     rows_per_round = []
-    for batch in _fleet(30):
-        rows, preds = p.update(batch, now=0.0)
+    for r, batch in enumerate(_fleet(30)):
+        rows, preds = p.update(batch, now=float(r))  # a batch a second: all are due
         rows_per_round.append(len(rows))
         assert len(preds) == 4
     # 4 steps per report, 8 per tick: every other batch completes one tick per worker
@@ -71,6 +71,22 @@ def test_update_gives_a_row_per_tick_and_a_prediction_per_worker(tmp_path) -> No
     assert last.time_per_sample_s == pytest.approx(1e-3, rel=0.2)
 
 
+def test_a_rank_publishes_on_news_and_at_least_every_second(tmp_path) -> None:
+    """Ticks (every other report here), alarms and flag changes are news; otherwise a
+    rank that keeps reporting is predicted once a second (processor_predict_every_ms)."""
+    p = _predictor(tmp_path)
+    published = []
+    for r, batch in enumerate(_fleet(40, per_report=4)):
+        _, preds = p.update(batch, now=r * 0.1)  # 10 reports a second per rank
+        published.append(len(preds))
+    assert published[:4] == [4, 4, 0, 4]  # first sight, tick, nothing, tick
+    assert sum(published) == 4 * 21  # one first sight + 20 ticks per rank
+    quiet = _predictor(tmp_path / "q")
+    counts = [len(quiet.update([_report("job", 0, r, [1e-3])], now=r * 0.3)[1])
+              for r in range(10)]  # a step every 0.3 s: a tick at step 7
+    assert counts == [1, 0, 0, 0, 1, 0, 0, 1, 0, 0]
+
+
 def test_a_rank_is_predicted_before_its_first_tick(tmp_path) -> None:
     p = _predictor(tmp_path)
     rows, preds = p.update([_report("j", 0, 0, [2e-3, 2e-3])], now=0.0)
@@ -85,12 +101,15 @@ def test_onset_is_flagged_and_re_levelled_at_once(tmp_path) -> None:
     onset_round = 60
     first = None
     for r, batch in enumerate(_fleet(onset_round + 6, slow_from=onset_round, factor=2.5)):
-        _, preds = p.update(batch, now=0.0)
-        slow = next(x for x in preds if x.worker_id == 2)
+        _, preds = p.update(batch, now=r * 0.2)  # 4 steps per report at 20 steps/s
         if r < onset_round:
             assert not any(x.straggler for x in preds)
-        elif first is None and slow.straggler:
-            first = (r, slow)
+            continue
+        mine = [x for x in preds if x.worker_id == 2]
+        if mine:
+            slow = mine[0]
+            if first is None and slow.straggler:
+                first = (r, slow)
     assert first is not None
     r, alarm = first
     assert r - onset_round <= 1  # within the report after the onset
