@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import churn
 from benchmarks.fleetload import Fleet, FleetRun, run_fleet
 from benchmarks.processes import ProcessorProcess, cpu_seconds, read_store
 from shardsense.settings import Settings
@@ -266,6 +267,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=5.0, help="load before the measured part")
     p.add_argument("--goal-p99-s", type=float, default=1.0)
     p.add_argument("--kafka-bootstrap", default="", help="an external broker (default: embedded)")
+    churn.add_arguments(p)
     return p
 
 
@@ -306,6 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from shardsense.net import free_port
 
             bootstrap = stack.enter_context(EmbeddedBroker(free_port())).bootstrap
+        if args.churn:
+            fleet = Fleet(args.jobs, ranks[0], args.steps_per_s, flush_s=args.flush_ms / 1000)
+            churn.run_churn(_settings(bootstrap, root, args.partitions, "churn"), root, fleet,
+                            args.churn, args.churn_wave_s, console)
+            return 0
         for instances in series:
             for n in ranks:
                 fleet = Fleet(args.jobs, n, args.steps_per_s, flush_s=args.flush_ms / 1000)

@@ -79,6 +79,12 @@ class PredictionHook:
         if replayed:
             log.info("warm start: %d stored ticks of %d jobs replayed", replayed, len(jobs))
 
+    def state(self) -> dict[str, float]:
+        """How much rank state is held: live ranks, slots, bytes (they follow the live ranks)."""
+        p = self.predictor
+        return {"live_ranks": len(p.slots), "slot_capacity": p.slots.capacity,
+                "state_bytes": p.memory_bytes()}
+
     def forget(self, jobs: set[str]) -> None:
         """Another instance owns ``jobs`` now (their partition was revoked)."""
         self.predictor.forget(jobs)

@@ -57,7 +57,7 @@ def write_stats(path: Path, app: Any, hooks: list[Any]) -> None:
     """The pipeline's and the hooks' counters, plus this process's CPU seconds, as JSON."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     stats = {"pipeline": dict(getattr(app, "shardsense_stats", {})),
-             "hooks": [dict(getattr(h, "stats", {})) for h in hooks],
+             "hooks": [{**getattr(h, "stats", {}), **getattr(h, "state", dict)()} for h in hooks],
              "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kb": usage.ru_maxrss}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(stats))
