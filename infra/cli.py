@@ -107,13 +107,19 @@ TOOLS: dict[str, tuple[str, str]] = {
     "eval": ("benchmarks.evaluate:main", "forecasters and onset detection on traces"),
     "throughput": ("benchmarks.throughput:main", "end-to-end timings/s and lag"),
     "plan-bench": ("benchmarks.plan_bench:main", "plan quality and planning time"),
+    "planner-sim": ("benchmarks.planner_sim:main", "the planner's reaction in steps, simulated"),
+    "planner-fleet": ("benchmarks.planner_fleet:main", "planner RSS/CPU as many jobs come and go"),
     "overhead": ("benchmarks.overhead:main", "loader instrumentation overhead"),
+    "map-lead": ("benchmarks.map_lead:main", "steps until a map is in force; sync point cost"),
     "screenshots": ("benchmarks.screenshots:main", "PNG of each console page"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shardsense", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="shardsense", description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the tool list, one per line
+    )
     parser.add_argument("--version", action="version", version=f"shardsense {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
@@ -151,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = getattr(import_module(module), func)(argv[1:])
         return result
     parser = build_parser()
-    parser.epilog = "tools (own --help): " + ", ".join(
-        f"{name} ({doc})" for name, (_, doc) in TOOLS.items()
+    width = max(map(len, TOOLS))
+    parser.epilog = "tools (each with its own --help):\n" + "\n".join(
+        f"  {name:<{width}}  {doc}" for name, (_, doc) in TOOLS.items()
     )
     args = parser.parse_args(argv)
     try:

@@ -1,4 +1,4 @@
-"""What the planner decides with, and what it decides: config, decisions, bandwidth (no I/O)."""
+"""What the planner decides with, and what it decides: config, decisions, move cost (no I/O)."""
 
 from __future__ import annotations
 
@@ -15,23 +15,32 @@ from shardsense.events import ShardMap
 from shardsense.settings import Settings
 from shardsense.tables import PLANNER_DECISIONS
 
-__all__ = ["BandwidthEstimator", "Decision", "Outcome", "PolicyConfig"]
+__all__ = ["Decision", "MoveCost", "Outcome", "PolicyConfig"]
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Planner knobs in natural units; defaults match :class:`Settings` (see its docs)."""
+    """Planner knobs in natural units; defaults match :class:`Settings` (see its docs).
+
+    ``confirmations`` (evaluations in a row a plan must win, besides the
+    evidence in steps) has no setting: the service counts evidence in batches;
+    only the in-process bench ablation still asks for more than one.
+    """
 
     algorithm: str = "minmax"
-    shard_bytes: int = 8 * 1024 * 1024
+    shard_bytes: int = 0
     bandwidth_bps: float = 100e6
-    warmup_s: float = 2.0
+    warmup_s: float = 0.0
     min_improvement: float = 0.05
     gain_margin: float = 2.0
-    confirmations: int = 2
+    evidence_steps: int = 2
+    confirmations: int = 1
     smoothing: float = 0.3
     rank_timeout_s: float = 60.0
     horizon_steps: int = 0
+    schedule_ahead: bool = True
+    min_confidence: float = 0.5
+    lead_steps: int = 16
     noise_z: float = 2.0
     prior_cv: float = 0.1
 
@@ -40,6 +49,8 @@ class PolicyConfig:
             raise ConfigError("SHARDSENSE_PLANNER_ALGORITHM", f"unknown {self.algorithm!r}")
         if not 0.0 < self.smoothing <= 1.0:
             raise ConfigError("SHARDSENSE_PLANNER_SMOOTHING_PCT", "must be 1..100")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError("SHARDSENSE_PLANNER_FORECAST_CONFIDENCE_PCT", "must be 0..100")
 
     @classmethod
     def from_settings(cls, s: Settings) -> PolicyConfig:
@@ -50,10 +61,13 @@ class PolicyConfig:
             warmup_s=s.planner_warmup_ms / 1000.0,
             min_improvement=s.planner_min_improvement_pct / 100.0,
             gain_margin=s.planner_gain_margin_pct / 100.0,
-            confirmations=s.planner_confirmations,
+            evidence_steps=s.planner_evidence_steps,
             smoothing=s.planner_smoothing_pct / 100.0,
             rank_timeout_s=float(s.planner_rank_timeout_s),
             horizon_steps=s.planner_horizon_steps,
+            schedule_ahead=bool(s.planner_schedule_ahead),
+            min_confidence=s.planner_forecast_confidence_pct / 100.0,
+            lead_steps=s.planner_lead_steps,
         )
 
 
@@ -89,30 +103,44 @@ class Decision:
         return PLANNER_DECISIONS.row(self, job_id=job_id, decision=self.outcome.value)
 
 
-class BandwidthEstimator:
-    """Learns shard-fetch bandwidth from what a map change really cost.
+class MoveCost:
+    """What moving shards costs: seconds per shard received, learnt from data-wait.
 
-    Each observation is the bytes moved onto a rank and the extra data-wait it
-    caused; the estimate is an EWMA in log space (bandwidth is a ratio), clamped
-    to a sane range. A transfer that caused no measurable wait counts as 1 ms.
+    The prior is ``shard_bytes / bandwidth_bps`` per shard (0 for the runtime's
+    virtual shards, which move as index ranges), plus ``warmup_s`` per map
+    change. Each observation is the extra data-wait a rank had over its first
+    batches under a new map and the shards it received; the estimate is an
+    EWMA of the seconds per shard (linear, so it can start at and return to 0),
+    clamped to ``[0, hi]``. A move that caused no extra wait pulls it down.
 
-    >>> est = BandwidthEstimator(100e6, weight=1.0)
-    >>> round(est.observe(50e6, 1.0))
-    50000000
+    >>> cost = MoveCost(shard_bytes=0, bandwidth_bps=1e8, weight=0.5)
+    >>> cost.cost(10)
+    0.0
+    >>> cost.observe(shards=4, extra_wait_s=0.2)
+    0.025
+    >>> round(cost.cost(10), 3)
+    0.25
     """
 
     def __init__(
-        self, initial_bps: float, weight: float = 0.5, lo: float = 1e5, hi: float = 1e11
+        self, shard_bytes: float, bandwidth_bps: float, warmup_s: float = 0.0,
+        weight: float = 0.5, hi: float = 60.0,
     ) -> None:
-        self.bps = float(initial_bps)
-        self.weight = weight
-        self.lo, self.hi = lo, hi
+        if bandwidth_bps <= 0:
+            raise ValueError(f"bandwidth_bps must be > 0, got {bandwidth_bps}")
+        self.shard_s = float(shard_bytes) / float(bandwidth_bps)
+        self.warmup_s = float(warmup_s)
+        self.weight, self.hi = weight, hi
         self.samples = 0
 
-    def observe(self, bytes_moved: float, extra_wait_s: float) -> float:
-        if bytes_moved > 0 and math.isfinite(extra_wait_s):
-            sample = min(max(bytes_moved / max(extra_wait_s, 1e-3), self.lo), self.hi)
-            log_bps = (1 - self.weight) * math.log(self.bps) + self.weight * math.log(sample)
-            self.bps = math.exp(log_bps)
+    def cost(self, moved_shards: int) -> float:
+        """Seconds a map change that moves ``moved_shards`` shards costs (all ranks wait)."""
+        return moved_shards * self.shard_s + (self.warmup_s if moved_shards else 0.0)
+
+    def observe(self, shards: int, extra_wait_s: float) -> float:
+        """Fold one rank's measured transfer in; returns the new seconds per shard."""
+        if shards > 0 and math.isfinite(extra_wait_s):
+            sample = min(max(extra_wait_s, 0.0) / shards, self.hi)
+            self.shard_s += self.weight * (sample - self.shard_s)
             self.samples += 1
-        return self.bps
+        return self.shard_s

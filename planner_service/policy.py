@@ -1,36 +1,44 @@
-"""When to publish a new shard map: gain vs cost, hysteresis and membership (no I/O).
+"""When to publish a new shard map, and for which step: gain vs cost, evidence, forecasts (no I/O).
 
-:class:`PlanPolicy` is fed shard maps and predictions and asked to
-:meth:`~PlanPolicy.evaluate` now and then; it returns a :class:`Decision`. The
-rules, in order:
+:class:`PlanPolicy` is one job's planner state. It is fed shard maps and
+predictions and asked to :meth:`~PlanPolicy.evaluate` when they arrive; it
+returns a :class:`Decision`. The rules, in order:
 
 1. No base map, no fresh predictions, or base ranks not heard from yet (within
    the rank timeout of start-up) -> no decision (nothing to weigh yet).
 2. Membership changed (a rank of the map fell silent for ``rank_timeout_s``, or a
    rank outside it / with batch 0 reports) -> publish at once: a gone rank stalls
    every synchronous step, so no cost is too high.
-3. Otherwise weigh the candidate plan on smoothed (EWMA) predictions, judging
-   the current map on speeds ``noise_z`` standard errors in its favour and the
-   new one ``noise_z`` against it (the error comes from the EW variance of each
-   rank's predictions, starting from a ``prior_cv`` prior, or its reported
-   uncertainty, whichever is larger):
-   ``gain = (current step - new step) * horizon_steps`` and
-   ``cost = moved_shards * shard_bytes / bandwidth + warmup``. Skip unless the
-   step time improves by more than ``min_improvement`` AND ``gain >= margin *
-   cost``; publish only after ``confirmations`` consecutive winning evaluations.
-   Noise guard + relative threshold + margin + confirmations keep noise from
-   flapping maps; once published, the map is proportional to the speeds, so the
-   next candidate's improvement is ~0 until the speeds really change.
+3. React: weigh the plan for the levels now against the map in force, judging
+   the map in force on speeds ``noise_z`` standard errors in its favour and the
+   new one ``noise_z`` against it (:mod:`planner_service.ranks` says where the
+   errors come from): ``gain = (current step - new step) * window`` (the window
+   is the horizon, or the steps until a trusted forecast change), ``cost =``
+   :class:`MoveCost`. Skip unless the step time improves by more than
+   ``min_improvement`` AND ``gain >= margin * cost``; publish once the plan has
+   ``evidence_steps`` batches of evidence: counted from the onset step of the
+   newest level change (the processor's alarm) after the map in force was
+   planned, or else from the first evaluation the plan won; it must win at
+   every evaluation meanwhile, and a level that began since must have stopped
+   ramping (a forecaster climbing to a new level is not at it yet). Where the
+   step counter stands still, each winning evaluation counts as a batch.
+4. Schedule ahead (``schedule_ahead``, ranks' forecasts trusted at
+   ``min_confidence``): once the last published map is in force, the first
+   forecast segment whose plan beats the map in force gets its map now, applying
+   at the segment's start. It is weighed by expected value: ``confidence *
+   gain if right - (1 - confidence) * (loss until the reactive path corrects a
+   miss + cost) - cost``, with the same noise guard and thresholds.
 
-A published map is ``base.map_version + 1`` and applies from
-``(base.apply_epoch, max(base.apply_step, newest based_on_step))``: never before
-its base, otherwise as soon as every rank agrees (the planner cannot know the
-ranks' current epoch, and a position in the past means "next common step").
+Steps are global (:mod:`planner_service.ranks`); a map's apply point is
+``(step // steps_per_epoch, step % steps_per_epoch)``. A reactive map applies
+from the newest step any rank reported (a point in the past means "next step
+all ranks agree on"); a map is counted in force ``lead_steps`` after that, or
+at its apply step if later, and the next scheduled map waits for that (the
+runtime keeps only the newest map per job).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,53 +46,39 @@ from typing import Any
 
 import numpy as np
 
-from planner_service.algorithms import (
-    Plan,
-    get_plan,
-    lists_from_owner,
-    owner_from_lists,
-    step_time,
+from planner_service.algorithms import get_plan, lists_from_owner, owner_from_lists
+from planner_service.decision import Decision, MoveCost, Outcome, PolicyConfig
+from planner_service.ranks import RankState, global_step
+from planner_service.weigh import (
+    Candidate,
+    FleetView,
+    Weighed,
+    fleet_view,
+    speeds_of,
+    weigh_reactive,
+    weigh_schedule,
 )
-from planner_service.decision import BandwidthEstimator, Decision, Outcome, PolicyConfig
 from shardsense.events import Prediction, ShardMap
-from shardsense.ewma import EwmaVar
 
-__all__ = ["BandwidthEstimator", "Decision", "Outcome", "PlanPolicy", "PolicyConfig"]
+__all__ = ["Decision", "MoveCost", "Outcome", "PlanPolicy", "PolicyConfig"]
 
-#: Horizon when neither the map (num_samples) nor the settings give one.
-FALLBACK_HORIZON_STEPS = 1000
-#: A margin never makes a rank look faster than this share of its predicted time.
-MIN_TIME_SHARE = 1e-3
-#: Smallest time per sample a prediction counts with (a zero would mean infinite speed).
-MIN_TIME_PER_SAMPLE_S = 1e-9
-
-
-@dataclass
-class _Rank:
-    """What the policy knows of one rank: smoothed time per sample and its noise."""
-
-    time_per_sample: EwmaVar  # of the predicted seconds per sample
-    seen: float  # clock of the last prediction
-    straggler: bool
-    uncertainty_s: float = 0.0  # the processor's latest uncertainty_s
+#: A rank silent this many rank timeouts, and holding no batch, is forgotten.
+FORGET_AFTER_TIMEOUTS = 2
 
 
 @dataclass(frozen=True)
-class _View:
-    """The ranks one evaluation plans for, with their speeds (samples/s; 0 = gone)."""
+class _Proposal:
+    """A map we proposed, until it comes back from the topic."""
 
-    world: int
-    live: tuple[int, ...]
-    old_batch: np.ndarray
-    gone: list[int]
-    joined: list[int]
-    speeds: np.ndarray  # as predicted
-    fast: np.ndarray  # noise_z standard errors faster
-    slow: np.ndarray  # noise_z standard errors slower
+    event_id: str
+    in_force: tuple[ShardMap, np.ndarray]  # what was in force when it was proposed
+    apply: int  # global step it applies from (later than planned_at: scheduled ahead)
+    from_step: int  # global step from which it is in force at the latest
+    planned_at: int  # newest global step it was planned at
 
 
 class PlanPolicy:
-    """State of one job's planner: latest map, smoothed speeds, hysteresis streak."""
+    """State of one job's planner: latest map, per-rank levels, evidence, proposals."""
 
     def __init__(
         self, config: PolicyConfig, job_id: str, clock: Callable[[], float] = time.time
@@ -92,18 +86,28 @@ class PlanPolicy:
         self.config = config
         self.job_id = job_id
         self.clock = clock
-        self.bandwidth = BandwidthEstimator(config.bandwidth_bps)
+        self.move_cost = MoveCost(config.shard_bytes, config.bandwidth_bps, config.warmup_s)
         self.base: ShardMap | None = None
         self._owner: np.ndarray | None = None
+        self._previous: tuple[ShardMap, np.ndarray] | None = None  # in force until _base_apply
+        self._base_apply = 0  # global step the base applies from (future: scheduled ahead)
+        self._base_from = 0  # global step from which the base is surely in force
+        self._planned_at = 0
         self._since = clock()
-        self._ranks: dict[int, _Rank] = {}
-        self._last_step = 0
-        self._streak = 0
+        self.last_input = clock()
+        self._ranks: dict[int, RankState] = {}
+        #: (first winning step, wins, evidence start of the last win, wins since it)
+        self._streak: tuple[int, int, int, int] | None = None
         self._dirty = False
         self._last_live: tuple[int, ...] = ()
-        self._expected = ""  # event id of the map we last proposed for publication
+        self._proposal: _Proposal | None = None
 
     # ------------------------------------------------------------ inputs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        b = self.base
+        return b.num_samples // b.global_batch_size if b is not None else 0
 
     def observe_map(self, shard_map: ShardMap) -> bool:
         """Adopt ``shard_map`` if it is the job's latest (same version: the later wins)."""
@@ -112,79 +116,98 @@ class PlanPolicy:
         if self.base is not None and shard_map.map_version < self.base.map_version:
             return False
         if self.base is None or shard_map.event_id != self.base.event_id:
+            mine = self._proposal if (
+                self._proposal and self._proposal.event_id == shard_map.event_id) else None
             self.base = shard_map
             self._owner = owner_from_lists(shard_map.shards, shard_map.num_shards)
+            if mine is not None:  # our own map back from the topic: in force later
+                ahead = mine.apply > mine.planned_at
+                self._previous = mine.in_force if ahead else None
+                self._base_apply, self._base_from = mine.apply, mine.from_step
+                self._planned_at = mine.planned_at
+            else:  # someone else's (rank 0): in force as published
+                self._previous, self._base_apply, self._base_from = None, 0, 0
+                self._planned_at = global_step(shard_map.apply_epoch, shard_map.apply_step,
+                                               self.steps_per_epoch)
+            self._proposal = None
             self._since = max(self._since, self.clock())
-            self._streak = 0
-            # Our own map coming back needs no re-evaluation; anyone else's does.
-            self._dirty = shard_map.event_id != self._expected
+            self._streak = None
+            self._dirty = mine is None  # our own map coming back needs no re-evaluation
+            self.last_input = self.clock()
         return True
 
     def observe_prediction(self, p: Prediction) -> None:
-        """Fold one prediction into the rank's EWMA (reset on straggler flips and rejoins)."""
+        """Fold one prediction into its rank (a new level restarts the rank's smoothing)."""
         if p.job_id != self.job_id:
             return
         # A replayed prediction (restart) is as old as its timestamp, never newer than now.
         now = min(self.clock(), p.ts) if p.ts > 0 else self.clock()
+        cfg = self.config
         old = self._ranks.get(p.worker_id)
-        per_sample_s = max(p.time_per_sample_s, MIN_TIME_PER_SAMPLE_S)
-        stale = old is None or now - old.seen > self.config.rank_timeout_s
-        if old is None or stale or old.straggler != p.straggler:
-            smoothed = EwmaVar(self.config.smoothing)
-            smoothed.reset(per_sample_s, self.config.prior_cv)  # until its own noise is known
-            self._ranks[p.worker_id] = _Rank(smoothed, now, p.straggler, p.uncertainty_s)
+        if old is None or now - old.seen > cfg.rank_timeout_s:
+            wraps = max((st.wraps for st in self._ranks.values()), default=0)
+            self._ranks[p.worker_id] = RankState.first(p, now, cfg.smoothing, cfg.prior_cv,
+                                                       wraps=wraps)
+        elif old.new_level(p):
+            self._ranks[p.worker_id] = RankState.first(p, now, cfg.smoothing, cfg.prior_cv, old)
         else:
-            old.time_per_sample.update(per_sample_s)
-            old.seen, old.uncertainty_s = max(old.seen, now), p.uncertainty_s
-        self._last_step = max(self._last_step, p.based_on_step)
+            old.fold(p, now, cfg.noise_z * cfg.prior_cv / 2, cfg.noise_z)
         self._dirty = True
+        self.last_input = self.clock()
 
-    def set_bandwidth(self, bytes_moved: float, extra_wait_s: float) -> float:
-        """Feed one measured transfer to the bandwidth estimate; returns the new estimate."""
-        return self.bandwidth.observe(bytes_moved, extra_wait_s)
+    def observe_transfer(self, shards: int, extra_wait_s: float) -> float:
+        """Feed one rank's measured move (shards received, extra data-wait); seconds per shard."""
+        return self.move_cost.observe(shards, extra_wait_s)
+
+    @property
+    def ranks(self) -> int:
+        """Ranks the policy holds state for (bounded: silent ranks out of the map are dropped)."""
+        return len(self._ranks)
 
     # ------------------------------------------------------------ the decision
 
     def evaluate(self) -> Decision | None:
         """Weigh a new plan, or None when there is nothing (new) to weigh."""
-        view = self._view()
-        if view is None:
+        live = self._live()
+        if live is None:
             return None
         base = self.base
         assert base is not None and self._owner is not None
-        cap = base.max_batch_size
-        if cap and cap * len(view.live) < base.global_batch_size:
+        cfg = self.config
+        view = fleet_view(self._ranks, live, base, self.steps_per_epoch, cfg)
+        current, owner = self._in_force(view.now)
+        if base.max_batch_size and base.max_batch_size * len(live) < base.global_batch_size:
             return self._decision(
-                Outcome.SKIPPED, f"{len(view.live)} live ranks cannot hold the global batch "
-                f"under max_batch_size {cap}; waiting for a new base map",
+                Outcome.SKIPPED, f"{len(live)} live ranks cannot hold the global batch under "
+                f"max_batch_size {base.max_batch_size}; waiting for a new base map",
                 map_version=base.map_version, world_size=view.world, moved_shards=0,
                 predicted_gain_s=0.0, move_cost_s=0.0, current_step_s=0.0,
-                predicted_step_s=0.0, batch_sizes=[],
-            )
-        plan = get_plan(self.config.algorithm, self._owner, view.speeds,
-                        base.global_batch_size, cap)
-        survivors = np.where(view.speeds > 0, view.old_batch, 0)
-        common = dict(
-            world_size=view.world, moved_shards=plan.moved,
-            current_step_s=step_time(survivors, view.speeds),
-            predicted_step_s=step_time(plan.batch_sizes, view.speeds),
-            batch_sizes=plan.batch_sizes.tolist(),
-        )
+                predicted_step_s=0.0, batch_sizes=[])
+        plan = get_plan(cfg.algorithm, owner, view.speeds, base.global_batch_size,
+                        base.max_batch_size)
+        cand = Candidate(plan, current, view)
         if view.gone or view.joined:
-            return self._publish(plan, self._membership_reason(view), 0.0, 0.0, common)
-        return self._weigh(view, plan, survivors, common)
+            reason = _membership_reason(view.gone, view.joined, cfg.rank_timeout_s)
+            return self._publish(cand, Weighed(True, reason, 0.0, 0.0), view.now)
+        weighed = weigh_reactive(cand, view, self.move_cost, cfg)
+        if weighed.worth:
+            return self._confirm(cand, weighed, view)
+        self._streak = None
+        if cfg.schedule_ahead and view.now >= self._base_from and current is base:
+            ahead = self._schedule(view, owner)
+            if ahead is not None:
+                return ahead
+        return self._skip(cand, weighed)
 
-    def _view(self) -> _View | None:
-        """Who is live and how fast, or None while there is nothing (new) to weigh."""
+    def _live(self) -> tuple[int, ...] | None:
+        """The live ranks, or None while there is nothing (new) to weigh."""
         base = self.base
         if base is None or self._owner is None or not self._ranks:
             return None
         now, timeout = self.clock(), self.config.rank_timeout_s
+        self._forget(now, base)
         fresh = {r for r, st in self._ranks.items() if now - st.seen <= timeout}
-        world = max(base.world_size, max(fresh, default=-1) + 1)
-        old_batch = np.zeros(world, dtype=np.int64)
-        old_batch[: base.world_size] = base.batch_sizes
-        gone = [r for r in range(world) if old_batch[r] > 0 and r not in fresh]
+        gone = [r for r, b in enumerate(base.batch_sizes) if b > 0 and r not in fresh]
         if any(r not in self._ranks for r in gone) and now - self._since <= timeout:
             return None  # start-up: a rank of the map has not reported yet
         live = tuple(sorted(fresh))
@@ -193,63 +216,66 @@ class PlanPolicy:
         if len(live) > base.global_batch_size:
             return None  # cannot give every live rank a sample; wait for a new base map
         self._dirty, self._last_live = False, live
-        speeds, fast, slow = np.zeros(world), np.zeros(world), np.zeros(world)
-        for r in live:
-            st = self._ranks[r]
-            smoothed = st.time_per_sample
-            # The error of the smoothed value, or the processor's own, whichever is larger.
-            error = max(smoothed.stderr, st.uncertainty_s * math.sqrt(
-                smoothed.alpha / (2 - smoothed.alpha)))
-            margin = self.config.noise_z * error
-            t = smoothed.value
-            speeds[r] = 1.0 / t
-            fast[r] = 1.0 / max(t - margin, MIN_TIME_SHARE * t)
-            slow[r] = 1.0 / (t + margin)
-        joined = [r for r in live if old_batch[r] == 0]
-        return _View(world, live, old_batch, gone, joined, speeds, fast, slow)
+        return live
 
-    def _membership_reason(self, view: _View) -> str:
-        timeout = self.config.rank_timeout_s
-        return "membership:" + "".join(
-            [f" rank {r} silent > {timeout:g}s;" for r in view.gone]
-            + [f" rank {r} joined;" for r in view.joined]
-        )
+    def _forget(self, now: float, base: ShardMap) -> None:
+        """Drop ranks long silent that hold no batch (bounded memory as ranks come and go)."""
+        limit = FORGET_AFTER_TIMEOUTS * self.config.rank_timeout_s
+        for r in [r for r, st in self._ranks.items() if now - st.seen > limit]:
+            if r >= base.world_size or base.batch_sizes[r] == 0:
+                del self._ranks[r]
 
-    def _weigh(
-        self, view: _View, plan: Plan, survivors: np.ndarray, common: dict[str, Any]
-    ) -> Decision:
-        """Gain over the horizon vs move cost, beyond the noise; then the confirmations.
+    def _in_force(self, now: int) -> tuple[ShardMap, np.ndarray]:
+        """The map the ranks train under at global step ``now``, and its shard owners."""
+        assert self.base is not None and self._owner is not None
+        if self._previous is not None and now < self._base_apply:
+            return self._previous
+        self._previous = None
+        return self.base, self._owner
 
-        Noise guard: the current map judged on speeds z standard errors in its
-        favour, the new one z against it; noise alone never wins that comparison.
-        """
-        cfg, horizon = self.config, self._horizon()
-        sure_current = step_time(survivors, view.fast)
-        sure_new = step_time(plan.batch_sizes, view.slow)
-        gain = (sure_current - sure_new) * horizon
-        cost = plan.moved * cfg.shard_bytes / self.bandwidth.bps + cfg.warmup_s
-        improvement = (sure_current - sure_new) / sure_current if sure_current > 0 else 0.0
-        head = (f"step {common['current_step_s']:.4g}s -> {common['predicted_step_s']:.4g}s, "
-                f"{improvement:+.1%} beyond {cfg.noise_z:g} s.e. of noise, over {horizon} steps")
-        if np.array_equal(plan.batch_sizes, view.old_batch) and plan.moved == 0:
-            return self._skip("plan unchanged", gain, cost, common)
-        if improvement <= cfg.min_improvement:
-            return self._skip(f"{head}: improvement below {cfg.min_improvement:.1%}", gain,
-                              cost, common)
-        if gain < cfg.gain_margin * cost:
-            return self._skip(
-                f"{head}: not worth moving: gain {gain:.3g}s < {cfg.gain_margin:g} x "
-                f"cost {cost:.3g}s ({plan.moved} shards)", gain, cost, common,
-            )
-        self._streak += 1
-        if self._streak < cfg.confirmations:
-            assert self.base is not None
-            return self._decision(
-                Outcome.PENDING, f"{head}: confirmation {self._streak}/{cfg.confirmations}",
-                map_version=self.base.map_version, predicted_gain_s=gain, move_cost_s=cost,
-                **common,
-            )
-        return self._publish(plan, f"{head}: worth it", gain, cost, common)
+    def _confirm(self, cand: Candidate, weighed: Weighed, view: FleetView) -> Decision:
+        """Publish once the plan has enough evidence in batches, else say it is pending."""
+        cfg = self.config
+        first, wins, last_since, held = self._streak or (view.now, 0, view.now, 0)
+        if first > view.now:  # steps went back (a rank restarted from a checkpoint)
+            first, wins, held = view.now, 0, 0
+        wins += 1
+        onsets = [o for o in view.onsets if o > self._planned_at]
+        since = min(first, max(onsets)) if onsets else first
+        # ... but not before the last move of a level that began since: a ramp is not a level
+        since = max([since, *(m for b, m in view.moves if b > self._planned_at)])
+        held = held + 1 if since == last_since else 1
+        self._streak = (first, wins, since, held)
+        evidence = view.now - since + 1  # batches since..now, both counted
+        if view.now <= since:  # a step counter that stands still: count the wins since
+            evidence = max(evidence, held)
+        if evidence >= cfg.evidence_steps and wins >= cfg.confirmations:
+            why = f"{weighed.reason}: worth it, {evidence} batches of evidence since step {since}"
+            return self._publish(cand, Weighed(True, why, weighed.gain, weighed.cost), view.now)
+        assert self.base is not None
+        return self._decision(
+            Outcome.PENDING, f"{weighed.reason}: evidence {evidence}/{cfg.evidence_steps} "
+            f"batches since step {since}", map_version=self.base.map_version,
+            predicted_gain_s=weighed.gain, move_cost_s=weighed.cost, **cand.common())
+
+    def _schedule(self, view: FleetView, owner: np.ndarray) -> Decision | None:
+        """The first forecast segment worth a map of its own, published now for its start."""
+        assert self.base is not None
+        cfg = self.config
+        for seg in view.segments[1:]:
+            if seg.confidence < cfg.min_confidence:
+                continue
+            plan = get_plan(cfg.algorithm, owner, speeds_of(seg.times),
+                            self.base.global_batch_size, self.base.max_batch_size)
+            cand = Candidate(plan, self.base, view, seg)
+            weighed = weigh_schedule(cand, view, self.move_cost, cfg)
+            if weighed is None:
+                continue  # this change needs no other map: look further ahead
+            if not weighed.worth:
+                return self._skip(cand, weighed)
+            return self._publish(cand, weighed, seg.start, from_step=max(
+                seg.start, view.now + cfg.lead_steps))
+        return None
 
     # ------------------------------------------------------------ helpers
 
@@ -258,43 +284,42 @@ class PlanPolicy:
         return Decision(outcome, reason, algorithm=self.config.algorithm, ts=self.clock(),
                         **fields)
 
-    def _horizon(self) -> int:
+    def _skip(self, cand: Candidate, weighed: Weighed) -> Decision:
         assert self.base is not None
-        if self.config.horizon_steps:
-            return self.config.horizon_steps
-        epoch = self.base.num_samples // self.base.global_batch_size
-        return epoch if epoch > 0 else FALLBACK_HORIZON_STEPS
+        return self._decision(Outcome.SKIPPED, weighed.reason, map_version=self.base.map_version,
+                              predicted_gain_s=weighed.gain, move_cost_s=weighed.cost,
+                              **cand.common())
 
-    def _skip(self, reason: str, gain: float, cost: float, common: dict[str, Any]) -> Decision:
-        assert self.base is not None
-        self._streak = 0
-        return self._decision(Outcome.SKIPPED, reason, map_version=self.base.map_version,
-                              predicted_gain_s=gain, move_cost_s=cost, **common)
-
-    def _publish(
-        self, plan: Plan, reason: str, gain: float, cost: float, common: dict[str, Any]
-    ) -> Decision:
+    def _publish(self, cand: Candidate, weighed: Weighed, apply: int,
+                 from_step: int | None = None) -> Decision:
         """A decision carrying the next map; it becomes the base once it is on the topic."""
-        base = self.base
+        base, view = self.base, cand.view
         assert base is not None
-        self._streak = 0
+        self._streak = None
         self._dirty = True  # evaluate again (retry) unless the map is adopted meanwhile
-        batch = plan.batch_sizes
+        spe = self.steps_per_epoch
+        in_force = self._in_force(view.now)
+        at = global_step(in_force[0].apply_epoch, in_force[0].apply_step, spe)
+        apply = max(apply, at)
+        epoch, step = divmod(apply, spe) if spe > 0 else (base.apply_epoch, apply)
+        batch = cand.plan.batch_sizes
         new_map = ShardMap.build(
-            self.job_id,
-            base.map_version + 1,
-            lists_from_owner(plan.owner, int(batch.size)),
-            batch.tolist(),
-            num_shards=base.num_shards,
-            apply_epoch=base.apply_epoch,
-            apply_step=max(base.apply_step, self._last_step),
-            num_samples=base.num_samples,
-            max_batch_size=base.max_batch_size,
-            predicted_gain_s=gain,
-            move_cost_s=cost,
-            reason=reason,
+            self.job_id, base.map_version + 1, lists_from_owner(cand.plan.owner, int(batch.size)),
+            batch.tolist(), num_shards=base.num_shards, apply_epoch=epoch, apply_step=step,
+            num_samples=base.num_samples, max_batch_size=base.max_batch_size,
+            predicted_gain_s=weighed.gain, move_cost_s=weighed.cost, reason=weighed.reason,
         )
-        self._expected = new_map.event_id
-        return self._decision(Outcome.PUBLISHED, reason, map_version=new_map.map_version,
-                              predicted_gain_s=gain, move_cost_s=cost, shard_map=new_map,
-                              **common)
+        start = view.now + self.config.lead_steps if from_step is None else from_step
+        self._proposal = _Proposal(new_map.event_id, in_force, apply, max(start, apply),
+                                   view.now)
+        return self._decision(Outcome.PUBLISHED, weighed.reason, map_version=new_map.map_version,
+                              predicted_gain_s=weighed.gain, move_cost_s=weighed.cost,
+                              shard_map=new_map, **cand.common())
+
+
+def _membership_reason(gone: list[int], joined: list[int], timeout: float) -> str:
+    return "membership:" + "".join(
+        [f" rank {r} silent > {timeout:g}s;" for r in gone]
+        + [f" rank {r} joined;" for r in joined]
+    )
+

@@ -1,11 +1,18 @@
-"""The planner process: Kafka in (predictions, shard maps), Kafka + ClickHouse out.
+"""The planner process: every job's predictions and shard maps in, maps and decisions out.
 
-One consumer, no consumer group: the shard-map partition is read from the
-beginning (the compacted topic's latest map per job is the planner's whole
-persistent state, so a restart resumes from it and never bumps a version by
-itself), and the prediction partitions from ``rank_timeout`` ago (the speeds
-that still count). Partitions are assigned, not subscribed, so start-up costs
-no group join. Nothing is evaluated until the map partition is read to its end.
+It plans every job it sees (``settings.job_id`` is only the trainers' default):
+one :class:`~planner_service.policy.PlanPolicy` per job in a
+:class:`~planner_service.jobs.JobTable`, evaluated when the job's predictions
+or maps arrive (debounced per job), swept every ``planner_interval_ms``, and
+forgotten after ``planner_job_idle_s`` without input. Several instances split
+the jobs through a consumer group on the prediction topic
+(:mod:`planner_service.feeds`, :mod:`planner_service.ownership`).
+
+A map is published synchronously (idempotent producer, keyed by job) and
+adopted only once the broker acknowledged it; a failed publish is retried at
+the job's next evaluation. Decisions go to ClickHouse with their reasons
+('skipped' at most once per interval and job); the cost of each published
+move is learnt from data-wait (:mod:`planner_service.learning`).
 
 Run it as ``shardsense planner`` (:func:`main`) or in a thread of the embedded
 stack (``Planner(settings).start()`` ... ``.stop()``).
@@ -17,48 +24,58 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import Producer
 
-from planner_service.decision import Decision, PolicyConfig
+from planner_service.decision import Decision, Outcome, PolicyConfig
+from planner_service.feeds import Feeds
+from planner_service.jobs import JobTable
+from planner_service.learning import TransferProbe
+from planner_service.ownership import partition_of
 from planner_service.policy import PlanPolicy
 from planner_service.sink import ClickHouseSink, DecisionSink
 from shardsense.errors import InvalidEvent
 from shardsense.events import DeadLetter, Prediction, ShardMap, decode, encode, peek_identity
-from shardsense.kafka import consumer_config, producer_config
+from shardsense.kafka import producer_config
 from shardsense.settings import Settings
 
 __all__ = ["Planner", "main"]
 
 log = logging.getLogger(__name__)
 
-#: Batches under a new map over which its transfer cost is measured, and how long to wait.
-MEASURE_BATCHES = 20
-MEASURE_AFTER_S = 30.0
+#: A map partition is read again for a job without a base map at most this often.
+REREAD_EVERY_S = 5.0
+#: Longest the loop waits for input before looking at the clock again.
+MAX_POLL_S = 0.1
 
 
 class Planner:
-    """Plans one job (``settings.job_id``); see the module doc for the data flow."""
+    """Plans every job of the prediction partitions it owns; see the module doc."""
 
     def __init__(
         self, settings: Settings, *, sink: DecisionSink | None = None, client: Any = None
     ) -> None:
         """``sink`` replaces ClickHouse (tests); ``client`` shares the stack's ClickHouse client."""
-        self.settings = settings
-        self.policy = PlanPolicy(PolicyConfig.from_settings(settings), settings.job_id)
-        self.sink: DecisionSink = sink or ClickHouseSink(
-            settings.resolved_clickhouse_url, client=client
-        )
-        self.ready = threading.Event()  # set once the shard-map topic has been read to its end
-        self.stats = {"predictions": 0, "maps": 0, "invalid": 0, "decisions": 0, "published": 0}
-        self._unread_maps: set[int] = set()
+        self.settings = s = settings
+        self.jobs = JobTable(
+            PolicyConfig.from_settings(s), debounce_s=s.planner_debounce_ms / 1000,
+            interval_s=s.planner_interval_ms / 1000, idle_s=float(s.planner_job_idle_s))
+        self.sink: DecisionSink = sink or ClickHouseSink(s.resolved_clickhouse_url, client=client)
+        self.probe = TransferProbe(self.sink)
+        self.ready = threading.Event()  # set once assigned and its map partitions are read
+        self.stats = {"predictions": 0, "maps": 0, "invalid": 0, "decisions": 0, "published": 0,
+                      "foreign": 0, "expired": 0, "stale_maps": 0}
+        self.feeds: Feeds | None = None
+        self._reread_at: dict[int, float] = {}
+        self._warned_keys = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._measure: tuple[float, int, int, dict[int, float]] | None = None
-        self._measuring: Future[dict[int, float]] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="planner-measure")
+
+    def policy_of(self, job_id: str) -> PlanPolicy | None:
+        """The policy of a job this instance plans (None: not one of its jobs now)."""
+        job = self.jobs.get(job_id)
+        return job.policy if job is not None else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -74,83 +91,58 @@ class Planner:
             self._thread.join(timeout)
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Consume, evaluate every ``planner_interval_ms``, publish; until ``stop`` is set."""
-        from confluent_kafka import Consumer, Producer
-
+        """Consume, evaluate due jobs, publish; until ``stop`` is set."""
         stop = stop or self._stop
         s = self.settings
-        consumer = Consumer(
-            consumer_config(s, f"shardsense-planner-{s.job_id}", **{"enable.partition.eof": True})
-        )
+        feeds = self.feeds = Feeds(s, float(s.planner_rank_timeout_s), self._lost)
         producer = Producer(producer_config(s, **{"linger.ms": 0}))
         try:
-            if not self._assign(consumer, stop):
+            if not feeds.start(stop):
                 return
-            interval = s.planner_interval_ms / 1000.0
-            next_eval = time.monotonic() + interval
             while not stop.is_set():
-                msg = consumer.poll(min(0.2, interval))
-                if msg is not None:
+                for msg in feeds.poll(min(MAX_POLL_S, self.jobs.next_due())):
                     self._handle(msg, producer)
-                if self.ready.is_set() and time.monotonic() >= next_eval:
-                    next_eval = time.monotonic() + interval
-                    self._evaluate(producer)
-                    self._learn_bandwidth()
+                if feeds.ready and not self.ready.is_set():
+                    log.info("planner: ready: %d jobs on partitions %s", len(self.jobs),
+                             sorted(feeds.owned or ()))
+                    self.ready.set()
+                self._tick(producer)
         finally:
-            consumer.close()
+            feeds.close()
             producer.flush(5)
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self.probe.close()
             self.sink.close()
+
+    def _tick(self, producer: Any) -> None:
+        """Evaluate the due jobs; expire idle ones; learn from finished measurements."""
+        for job_id in self.jobs.due():
+            self._evaluate(job_id, producer)
+        for job_id in self.jobs.expire():
+            self.stats["expired"] += 1
+            self.probe.forget(job_id)
+            log.info("planner: job %s idle > %ds, forgotten", job_id,
+                     self.settings.planner_job_idle_s)
+        self.probe.poll(self._learned)
+        producer.poll(0)
+
+    def _lost(self, partitions: set[int]) -> None:
+        """Another instance owns these prediction partitions now: forget their jobs."""
+        for job_id in self.jobs.drop_partitions(partitions):
+            self.probe.forget(job_id)
 
     # ------------------------------------------------------------ input
 
-    def _assign(self, consumer: Any, stop: threading.Event) -> bool:
-        """Assign the map partition from the start and predictions from the timeout ago."""
-        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
-
-        s = self.settings
-        topics = [s.topic_shard_maps, s.topic_predictions]
-        while not stop.is_set():
-            meta = consumer.list_topics(timeout=5)
-            if all(t in meta.topics and meta.topics[t].partitions for t in topics):
-                break
-            log.info("planner: waiting for topics %s", topics)
-            stop.wait(1.0)
-        else:
-            return False
-        since_ms = int((time.time() - s.planner_rank_timeout_s) * 1000)
-        wanted = [
-            TopicPartition(s.topic_predictions, p, since_ms)
-            for p in meta.topics[s.topic_predictions].partitions
-        ]
-        starts = [
-            TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
-            for tp in consumer.offsets_for_times(wanted, timeout=10)
-        ]
-        maps = [TopicPartition(s.topic_shard_maps, p, OFFSET_BEGINNING)
-                for p in meta.topics[s.topic_shard_maps].partitions]
-        self._unread_maps = {tp.partition for tp in maps}
-        consumer.assign(maps + starts)
-        log.info("planner for job %s reading %s and %s", s.job_id, *topics)
-        return True
+    def _owner_partition(self, job_id: str) -> int:
+        """The prediction partition (and so the instance) a job belongs to."""
+        n = self.feeds.n_predictions if self.feeds is not None else 1
+        return partition_of(job_id.encode(), max(n, 1))
 
     def _handle(self, msg: Any, producer: Any) -> None:
         s = self.settings
-        err = msg.error()
-        if err is not None:
-            end_of_partition = err.code() == KafkaError._PARTITION_EOF
-            if end_of_partition and msg.topic() == s.topic_shard_maps:
-                self._unread_maps.discard(msg.partition())
-                if not self._unread_maps and not self.ready.is_set():
-                    log.info("planner: caught up on shard maps (latest version %s)",
-                             self.policy.base.map_version if self.policy.base else None)
-                    self.ready.set()
-            elif not end_of_partition:
-                log.warning("planner: consumer error %s", err)
-            return
         is_map = msg.topic() == s.topic_shard_maps
-        if is_map and msg.key() is not None and msg.key() != s.job_id.encode():
-            return  # another job's map
+        key = msg.key()
+        if is_map and key is not None and not self._mine(key.decode(errors="replace")):
+            return  # another instance's job
         try:
             event = decode(msg.value(), expect=ShardMap if is_map else Prediction,
                            max_bytes=s.max_event_bytes)
@@ -158,21 +150,66 @@ class Planner:
             self.stats["invalid"] += 1
             self._dead_letter(producer, exc, msg)
             return
-        if event.job_id != s.job_id:
+        if not self._mine(event.job_id):
+            if not is_map:
+                self._foreign(event.job_id, msg)
             return
+        if isinstance(event, ShardMap) and self._stale_unknown(event):
+            return
+        partition = self._owner_partition(event.job_id)
+        policy = self.jobs.policy(event.job_id, partition)
         if isinstance(event, ShardMap):
             self.stats["maps"] += 1
-            if self.policy.observe_map(event):
-                log.debug("planner: base map is now version %d", event.map_version)
+            if policy.observe_map(event):
+                log.debug("planner: job %s base map is now v%d", event.job_id, event.map_version)
         elif isinstance(event, Prediction):
             self.stats["predictions"] += 1
-            self.policy.observe_prediction(event)
+            policy.observe_prediction(event)
+            if policy.base is None:
+                self._reread(partition)
+        self.jobs.touch(event.job_id)
+
+    def _stale_unknown(self, m: ShardMap) -> bool:
+        """A map of a job not planned now, older than the idle time: a finished job's.
+
+        Not adopted (a planner's memory does not grow with every job the compacted
+        topic ever held); should the job still be alive, its predictions create it
+        and have its map partition read again.
+        """
+        if self.jobs.get(m.job_id) is not None:
+            return False
+        stale = m.ts < time.time() - self.settings.planner_job_idle_s
+        self.stats["stale_maps"] += stale
+        return stale
+
+    def _mine(self, job_id: str) -> bool:
+        """Whether this instance plans ``job_id`` (without feeds, as in unit tests: yes)."""
+        return self.feeds is None or self.feeds.owns(self._owner_partition(job_id))
+
+    def _foreign(self, job_id: str, msg: Any) -> None:
+        """A prediction of a job another instance owns: its producer does not key by job."""
+        self.stats["foreign"] += 1
+        if not self._warned_keys:
+            self._warned_keys = True
+            log.warning("planner: a prediction of job %s arrived on partition %d, not on the "
+                        "job's partition %d: predictions must be keyed by job id "
+                        "(docs/EVENTS.md); ignored", job_id, msg.partition(),
+                        self._owner_partition(job_id))
+
+    def _reread(self, partition: int) -> None:
+        """A job without a base map: read its map partition again (rarely)."""
+        if self.feeds is None:
+            return
+        now = time.monotonic()
+        if now - self._reread_at.get(partition, -REREAD_EVERY_S) >= REREAD_EVERY_S:
+            self._reread_at[partition] = now
+            self.feeds.reread(partition % max(self.feeds.n_maps, 1))
 
     def _dead_letter(self, producer: Any, exc: InvalidEvent, msg: Any) -> None:
         """Route a payload that breaks the contract to the dead-letter topic; never crash."""
         job, worker = peek_identity(msg.value())
-        if job != self.settings.job_id:
-            return  # another job's consumer (or the processor) reports its own garbage
+        if job and not self._mine(job):
+            return  # the owning instance reports it
         dead = DeadLetter.for_payload(
             exc, msg.value(), source_topic=msg.topic(), source_partition=msg.partition(),
             source_offset=msg.offset(), job_id=job, worker_id=worker,
@@ -183,75 +220,60 @@ class Planner:
 
     # ------------------------------------------------------------ output
 
-    def _evaluate(self, producer: Any) -> Decision | None:
-        decision = self.policy.evaluate()
+    def _evaluate(self, job_id: str, producer: Any) -> Decision | None:
+        job = self.jobs.get(job_id)
+        feeds = self.feeds
+        if job is None or (feeds is not None and not feeds.owns(job.partition)):
+            return None
+        if feeds is not None and not feeds.map_caught_up(job.partition % max(feeds.n_maps, 1)):
+            self.jobs.touch(job_id)  # again once the partition's maps are read
+            return None
+        policy = job.policy
+        base = policy.base
+        decision = policy.evaluate()
         if decision is None:
             return None
         self.stats["decisions"] += 1
         if decision.shard_map is not None:
             error = self._publish(producer, decision.shard_map)
             if error:
-                log.error("planner: publishing map v%d failed: %s",
-                          decision.shard_map.map_version, error)
-                return None  # the policy retries at the next interval
+                log.error("planner: publishing map v%d of job %s failed: %s",
+                          decision.shard_map.map_version, job_id, error)
+                return None  # the policy retries at the next evaluation
+            policy.observe_map(decision.shard_map)
+            if base is not None and self.settings.planner_learn_bandwidth:
+                self.probe.published(job_id, base, decision.shard_map)
         log.log(logging.INFO if decision.shard_map else logging.DEBUG,
-                "planner %s v%d: %s", decision.outcome, decision.map_version, decision.reason)
-        self.sink.record_decision(self.settings.job_id, decision)
+                "planner %s %s v%d: %s", job_id, decision.outcome, decision.map_version,
+                decision.reason)
+        if decision.outcome is not Outcome.SKIPPED or self.jobs.record_skip(job_id):
+            self.sink.record_decision(job_id, decision)
         return decision
 
     def _publish(self, producer: Any, new_map: ShardMap) -> str:
-        """Produce synchronously; adopt the map only once the broker has it."""
-        base = self.policy.base
+        """Produce synchronously; the caller adopts the map only once the broker has it."""
         errors: list[str] = []
 
         def delivered(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(str(err))
 
-        producer.produce(self.settings.topic_shard_maps, key=self.settings.job_id.encode(),
+        producer.produce(self.settings.topic_shard_maps, key=new_map.job_id.encode(),
                          value=encode(new_map), on_delivery=delivered)
         if producer.flush(10) > 0:
             errors.append("not delivered within 10 s")
         if errors:
             return "; ".join(errors)
         self.stats["published"] += 1
-        self.policy.observe_map(new_map)
         self.sink.record_map(new_map)
-        if base is not None and self.settings.planner_learn_bandwidth:
-            had = [len(ids) for ids in base.shards]
-            per_rank = {
-                r: float((len(ids) - had[r]) * self.settings.planner_shard_bytes)
-                for r, ids in enumerate(new_map.shards[: base.world_size])
-                if len(ids) > had[r]
-            }
-            if per_rank:
-                due = time.monotonic() + MEASURE_AFTER_S
-                self._measure = (due, base.map_version, new_map.map_version, per_rank)
         return ""
 
-    def _learn_bandwidth(self) -> None:
-        """Off the hot path: ask ClickHouse what the last move cost in data-wait."""
-        if self._measuring is not None and self._measuring.done():
-            future, self._measuring = self._measuring, None
-            assert self._measure is not None
-            _, _, _, per_rank = self._measure
-            try:
-                waits = future.result()
-            except Exception as exc:
-                log.warning("planner: cannot measure transfer cost: %s", exc)
-                waits = {}
-            for rank, extra in waits.items():
-                bps = self.policy.set_bandwidth(per_rank[rank], extra)
-                log.info("planner: rank %d took %.3fs extra wait -> bandwidth %.3g B/s",
-                         rank, extra, bps)
-            self._measure = None
-        if self._measure is not None and self._measuring is None:
-            due, old, new, per_rank = self._measure
-            if time.monotonic() >= due:
-                self._measuring = self._executor.submit(
-                    self.sink.transfer_waits, self.settings.job_id, old, new,
-                    sorted(per_rank), MEASURE_BATCHES,
-                )
+    def _learned(self, job_id: str, shards: int, extra_wait_s: float) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            per_shard = job.policy.observe_transfer(shards, extra_wait_s)
+            log.info("planner: job %s: %d shards cost %.3fs extra wait -> %.3gs per shard",
+                     job_id, shards, extra_wait_s, per_shard)
 
 
 def main(settings: Settings) -> int:

@@ -21,16 +21,17 @@ __all__ = ["ClickHouseSink", "DecisionSink", "MemorySink"]
 
 log = logging.getLogger(__name__)
 
-#: Per rank: the first batches under the new map and the median wait under the old.
+#: Per rank: the median wait per sample under the old map, and the first batches under the
+#: new one as (data wait, samples): a bigger batch waits longer without any move cost.
 _TRANSFER_SQL = """
 SELECT worker_id,
-       quantileIf(0.5)(data_wait_s, map_version = {old:UInt32}) AS baseline,
-       arraySlice(arrayMap(x -> x.2, arraySort(x -> x.1,
-           groupArrayIf((end_ts, data_wait_s), map_version = {new:UInt32}))),
+       quantileIf(0.5)(data_wait_s / samples, map_version = {old:UInt32}) AS baseline,
+       arraySlice(arrayMap(x -> (x.2, x.3), arraySort(x -> x.1,
+           groupArrayIf((end_ts, data_wait_s, samples), map_version = {new:UInt32}))),
            1, {k:UInt32}) AS first
 FROM batch_timings FINAL
 WHERE job_id = {job:String} AND map_version IN ({old:UInt32}, {new:UInt32})
-  AND worker_id IN {ranks:Array(Int32)}
+  AND worker_id IN {ranks:Array(Int32)} AND samples > 0
 GROUP BY worker_id
 """
 
@@ -104,13 +105,13 @@ class ClickHouseSink:
     def transfer_waits(
         self, job_id: str, old: int, new: int, ranks: list[int], first: int
     ) -> dict[int, float]:
-        """Per rank with ``first`` batches under ``new``: sum of wait above its old median."""
+        """Per rank with ``first`` batches under ``new``: wait above the old median per sample."""
         params = {"job": job_id, "old": old, "new": new, "ranks": ranks, "k": first}
         rows = self.client().query(_TRANSFER_SQL, parameters=params).result_rows
         return {
-            int(rank): float(sum(max(0.0, w - base) for w in waits))
-            for rank, base, waits in rows
-            if len(waits) >= first and base == base  # NaN baseline: no batches before
+            int(rank): float(sum(max(0.0, w - base * n) for w, n in batches))
+            for rank, base, batches in rows
+            if len(batches) >= first and base == base  # NaN baseline: no batches before
         }
 
     def close(self, timeout: float = 10.0) -> None:

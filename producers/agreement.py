@@ -2,19 +2,29 @@
 
 Maps never apply where a rank happens to see them. At sync points (every
 ``sync_every`` steps, and at ``epoch_end``) rank 0 reads the newest map, checks
-it against the job, picks the step it applies at and broadcasts map and step;
-the other ranks never consult a map source. The apply step is at least one
-sync interval ahead, and beyond the loader's prefetch depth, so no rank has
-produced that step yet. A map that moves more than ``move_limit`` of the
-shards waits for ``epoch_end`` (the safe point for large reshards). Without
-torch.distributed the one process decides alone (``World.broadcast`` is the
-identity).
+it against the job, picks the point ``(epoch, step)`` it applies from and
+broadcasts map and point (a :class:`Placement`); the other ranks never consult
+a map source. The point is the map's own ``(apply_epoch, apply_step)``, or the
+earliest step no rank has produced yet when that is later: the sync step
+itself without DataLoader workers, the prefetch depth beyond it with them. So
+a map that arrives ahead of its step is scheduled at exactly that step, in
+this epoch or a later one. A newer map replaces every map decided earlier
+that has not applied yet (it is the planner's newest word), and then applies
+where its own point says. A map that moves more than ``move_limit`` of the
+shards applies only at an epoch's first step (the safe point for large
+reshards). Without torch.distributed the one process decides alone
+(``World.broadcast`` is the identity).
+
+>>> apply_point((2, 5), (1, 40), 100), apply_point((0, 0), (1, 40), 100)
+((2, 5), (1, 40))
+>>> apply_point((1, 130), (1, 40), 100)  # beyond the epoch's last step: the next epoch's start
+(2, 0)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from producers.maps import JobShape, elastic_map, map_problem
 from producers.schedule import Assignment
@@ -23,12 +33,39 @@ from producers.world import World
 from shardsense.errors import InvalidShardMap
 from shardsense.events import ShardMap, check_partition, moved_shards
 
-__all__ = ["AgreedMap", "MapAgreement"]
+__all__ = ["AgreedMap", "MapAgreement", "Placement", "Point", "apply_point"]
 
 log = logging.getLogger(__name__)
 
-#: ``(apply_step, map)`` within the current epoch: what rank 0 decided and broadcast.
+#: ``(apply_step, map)``: one entry of an epoch's plan.
 AgreedMap = tuple[int, ShardMap]
+#: ``(epoch, step)``, ordered as a tuple.
+Point = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Rank 0's decision, broadcast: ``shard_map`` applies from ``(epoch, step)``.
+
+    It replaces every earlier decision still to come: this epoch's maps planned
+    at ``withdraw_from`` or later (no rank has produced those steps) and a map
+    held for a later epoch.
+    """
+
+    epoch: int
+    step: int
+    shard_map: ShardMap
+    withdraw_from: int
+
+
+def apply_point(asked: Point, earliest: Point, steps: int) -> Point:
+    """Where a map asked for ``asked`` applies: not before ``earliest``, on a real step.
+
+    ``steps`` is the steps per epoch; a point past an epoch's last step means
+    the first step after it, the next epoch's step 0.
+    """
+    epoch, step = max(asked, earliest)
+    return (epoch + 1, 0) if step >= steps else (epoch, step)
 
 
 def _is_partition(m: ShardMap, num_shards: int) -> bool:
@@ -43,12 +80,11 @@ class MapAgreement:
     """The decisions about maps; every public method is a collective under torch.distributed."""
 
     def __init__(
-        self, job: JobShape, world: World, maps: MapSource, *, lead_steps: int, move_limit: float
+        self, job: JobShape, world: World, maps: MapSource, *, move_limit: float
     ) -> None:
         self.job = job
         self.world = world
         self.maps = maps
-        self.lead_steps = lead_steps
         self.move_limit = move_limit
         self.rejected: set[int] = set()
 
@@ -71,27 +107,26 @@ class MapAgreement:
         return self.world.broadcast(m)  # type: ignore[return-value]
 
     def at_sync(
-        self, epoch: int, step: int, steps: int, position: int, newest: int,
-        in_force_at: Callable[[int], Assignment],
-    ) -> AgreedMap | None:
-        """Mid-epoch: the newest acceptable map and its apply step, or ``None``."""
+        self, epoch: int, first: int, steps: int, newest: int, base: Assignment
+    ) -> Placement | None:
+        """Mid-epoch: the newest acceptable map and its point, or ``None``.
+
+        ``first`` is the earliest step of ``epoch`` no rank has produced yet
+        (``steps`` when the epoch is all produced); ``base`` the assignment in
+        force just before it, which a new map moves shards from.
+        """
         decided = None
         if self.world.is_coordinator:
-            m = self._candidate(newest)
-            apply = max(step + self.lead_steps, position)
-            if m is not None and apply < steps and (m.apply_epoch, m.apply_step) <= (epoch, apply):
-                moved = moved_shards(in_force_at(apply).shards, m.shards)
-                if moved <= self.move_limit * self.job.num_shards:
-                    decided = (apply, m)  # larger reshards wait for epoch_end
+            decided = self._decide((epoch, first), steps, newest, base, min(first, steps))
         return self.world.broadcast(decided)
 
-    def at_epoch_end(self, epoch: int, newest: int) -> ShardMap | None:
-        """The newest acceptable map for step 0 of ``epoch + 1``, or ``None``."""
+    def at_epoch_end(
+        self, epoch: int, steps: int, newest: int, base: Assignment
+    ) -> Placement | None:
+        """At the end of ``epoch``: the newest acceptable map from ``epoch + 1`` on, or None."""
         decided = None
         if self.world.is_coordinator:
-            m = self._candidate(newest)
-            if m is not None and (m.apply_epoch, m.apply_step) <= (epoch + 1, 0):
-                decided = m
+            decided = self._decide((epoch + 1, 0), steps, newest, base, steps)
         return self.world.broadcast(decided)
 
     # ------------------------------------------------------------ rank 0 only
@@ -102,6 +137,17 @@ class MapAgreement:
         except Exception:
             log.exception("map source failed; the map in force stays")
             return None
+
+    def _decide(
+        self, earliest: Point, steps: int, newest: int, base: Assignment, withdraw_from: int
+    ) -> Placement | None:
+        m = self._candidate(newest)
+        if m is None:
+            return None
+        epoch, step = apply_point((m.apply_epoch, m.apply_step), earliest, steps)
+        if step and moved_shards(base.shards, m.shards) > self.move_limit * self.job.num_shards:
+            return None  # a large reshard waits for an epoch's first step
+        return Placement(epoch, step, m, withdraw_from)
 
     def _candidate(self, newest: int) -> ShardMap | None:
         """The source's latest map if newer than ``newest`` and fit for this job."""

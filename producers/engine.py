@@ -11,13 +11,15 @@
 
 Agreement protocol (``producers.agreement``): at sync points (every
 ``sync_every`` steps, and at ``epoch_end``) rank 0 picks the newest valid map
-and the step it applies at, and broadcasts both; every rank schedules exactly
-that. Without torch.distributed one process plays all ranks and decides alone.
+and the point it applies from (its own apply point, or the earliest step no
+rank has produced), and broadcasts both; every rank schedules exactly that.
+Without torch.distributed one process plays all ranks and decides alone.
 
-State: ``state_dict()`` holds epoch, step, seed and the epoch's plan (every map
-with its apply step, including decided-but-future ones). The schedule is a pure
-function of these, so ``load_state_dict`` replays the same order on any rank;
-with another world size rank 0 adds an equal-split map at the resume step.
+State: ``state_dict()`` holds epoch, step, seed, the epoch's plan (every map
+with its apply step, including decided-but-future ones) and a map decided for
+a later epoch. The schedule is a pure function of these, so ``load_state_dict``
+replays the same order on any rank; with another world size rank 0 adds an
+equal-split map at the resume step.
 
 Timing under DDP: see :meth:`ShardSenseRuntime.compute_time` (busy time, not
 the all-reduce wait, so that stragglers stay visible to the predictor).
@@ -26,11 +28,10 @@ the all-reduce wait, so that stragglers stay visible to the predictor).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from producers.agreement import AgreedMap, MapAgreement
+from producers.agreement import AgreedMap, MapAgreement, Placement
 from producers.loader import LoaderOptions, ShardLoader
 from producers.maps import JobShape, assignment
 from producers.memory import InMemoryMapSource, InMemoryTimingSink
@@ -43,7 +44,9 @@ from shardsense.events import ShardMap
 __all__ = ["LoaderOptions", "MapStyleDataset", "ShardSenseRuntime"]
 
 log = logging.getLogger(__name__)
-STATE_FORMAT = 1
+#: ``(apply_epoch, apply_step, map)``: a map decided for a later epoch.
+Ahead = tuple[int, int, ShardMap]
+STATE_FORMAT = 2  # 2 added "ahead"; format 1 states (no map ahead) still load
 
 
 def _positive(name: str, value: int, minimum: int) -> int:
@@ -98,9 +101,8 @@ class ShardSenseRuntime:
         job = job_id or (settings.job_id if settings is not None else "default")
         self.job = self._job_shape(job, num_shards, global_batch_size, batch_size,
                                    max_batch_size)
-        # Decisions happen at a sync point; they must land on a step no prefetcher reached.
-        lead = self.loader_options.prefetch_depth
-        lead_steps = self.sync_every * max(1, math.ceil(lead / self.sync_every))
+        # A map decided at a sync point lands on the first step no prefetcher reached.
+        self._lead = self.loader_options.prefetch_depth
         self._settings = settings
         self._sink_arg = sink
         self.sinks: dict[int, TimingSink] = {}
@@ -109,7 +111,7 @@ class ShardSenseRuntime:
         self._hook: Any = None
         self._synced: set[int] = set()
         self.maps = self._make_maps(maps)
-        self._agree = MapAgreement(self.job, self.world, self.maps, lead_steps=lead_steps,
+        self._agree = MapAgreement(self.job, self.world, self.maps,
                                    move_limit=mid_epoch_move_limit)
         self._new_epoch(0, [(0, self._agree.initial(map_wait_s))])
 
@@ -154,19 +156,32 @@ class ShardSenseRuntime:
         """The safe point for large reshards: rank 0's newest valid map applies from step 0."""
         if epoch != self.epoch:
             raise ValueError(f"epoch {epoch} is not the current epoch {self.epoch}")
-        decided = self._agree.at_epoch_end(self.epoch, self._newest)
-        self._new_epoch(self.epoch + 1, [(0, decided or self._plan[-1][1])])
+        steps = self.steps_per_epoch
+        decided = self._agree.at_epoch_end(self.epoch, steps, self._newest,
+                                           self._schedule.assignment_at(steps - 1))
+        if decided:
+            self._place(decided)
+        plan, ahead = [(0, self._plan[-1][1])], self._ahead
+        if ahead is not None and ahead[0] == self.epoch + 1:
+            plan, ahead = [*plan, (ahead[1], ahead[2])], None
+        self._new_epoch(self.epoch + 1, plan, ahead=ahead)
 
     def sync_point(self, step: int) -> None:
-        """Called by the loaders every ``sync_every`` steps; runs once per step."""
+        """Called by the loaders every ``sync_every`` steps; runs once per step.
+
+        A map decided here applies from the first step no rank has produced:
+        this very step without DataLoader workers (the loader calls this before
+        it draws the step's indices), the prefetch depth beyond it with them.
+        """
         if step in self._synced:
             return
         self._synced.add(step)
-        decided = self._agree.at_sync(self.epoch, step, self.steps_per_epoch,
-                                      self._schedule.position, self._newest,
-                                      self._schedule.assignment_at)
+        steps = self.steps_per_epoch
+        first = min(max(step + self._lead, self._schedule.position), steps)
+        decided = self._agree.at_sync(self.epoch, first, steps, self._newest,
+                                      self._schedule.assignment_at(first - 1))
         if decided:
-            self._schedule_map(*decided)
+            self._place(decided)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to replay this epoch's order exactly (same on every rank)."""
@@ -181,11 +196,14 @@ class ShardSenseRuntime:
             "global_batch_size": self.job.global_batch_size,
             "world_size": self.world.size,
             "plan": [{"apply_step": s, "map": m.to_dict()} for s, m in self._plan],
+            "ahead": None if self._ahead is None else {
+                "apply_epoch": self._ahead[0], "apply_step": self._ahead[1],
+                "map": self._ahead[2].to_dict()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume where ``state`` stopped; a new world size gets an elastic map at that step."""
-        if state.get("format") != STATE_FORMAT:
+        if state.get("format") not in (1, STATE_FORMAT):
             raise ValueError(f"state: unsupported format {state.get('format')!r}")
         for key in ("num_samples", "num_shards", "global_batch_size", "job_id"):
             if state[key] != getattr(self.job, key):
@@ -195,14 +213,18 @@ class ShardSenseRuntime:
         plan = [(int(e["apply_step"]), ShardMap.from_dict(e["map"])) for e in state["plan"]]
         if not plan or plan[0][0] != 0:
             raise ValueError("state: the plan must start with a map at step 0")
+        held = state.get("ahead")
+        ahead = None if not held else (int(held["apply_epoch"]), int(held["apply_step"]),
+                                       ShardMap.from_dict(held["map"]))
         if plan[-1][1].world_size != self.world.size:
+            versions = [m.map_version for _, m in plan] + ([ahead[2].map_version] if ahead else [])
+            newest = max(versions)
             plan = [(s, m) for s, m in plan if s < step or s == 0]
-            in_force = plan[-1][1]
-            newest = max(m.map_version for _, m in plan)
-            elastic = self._agree.elastic(in_force, newest, epoch, step)
+            elastic = self._agree.elastic(plan[-1][1], newest, epoch, step)
             plan = [(s, m) for s, m in plan if s < step] + [(step, elastic)]
+            ahead = None  # decided for the old world size: the elastic map replaces it
         self.seed = _positive("state: seed", int(state["seed"]), 0)
-        self._new_epoch(epoch, plan, start_step=step)
+        self._new_epoch(epoch, plan, start_step=step, ahead=ahead)
 
     def close(self) -> None:
         """Close loaders, sinks and the map source (flushing what they can, briefly)."""
@@ -272,7 +294,8 @@ class ShardSenseRuntime:
             raise ValueError(f"global_batch_size ({batch}) exceeds the dataset length")
         return JobShape(job_id, n, num_shards, batch, max_batch_size)
 
-    def _new_epoch(self, epoch: int, plan: list[AgreedMap], start_step: int = 0) -> None:
+    def _new_epoch(self, epoch: int, plan: list[AgreedMap], start_step: int = 0,
+                   ahead: Ahead | None = None) -> None:
         self.epoch = epoch
         self._order = EpochOrder(self.shards, self.seed, epoch)
         self._schedule = EpochSchedule(
@@ -280,7 +303,8 @@ class ShardSenseRuntime:
             assignment(plan[0][1]),
         )
         self._plan: list[AgreedMap] = []
-        self._newest = 0
+        self._ahead = ahead
+        self._newest = 0 if ahead is None else ahead[2].map_version
         for s, m in plan:
             self._schedule_map(s, m)
         self._schedule.advance_to(start_step)
@@ -290,10 +314,28 @@ class ShardSenseRuntime:
 
     def _schedule_map(self, step: int, m: ShardMap) -> None:
         self._schedule.schedule(step, assignment(m))
-        self._plan = [(s, old) for s, old in self._plan if s != step] + [(step, m)]
+        self._plan = sorted([(s, old) for s, old in self._plan if s != step] + [(step, m)],
+                            key=lambda entry: entry[0])
         self._newest = max(self._newest, m.map_version)
         if step:
             log.info("map v%d applies at epoch %d step %d", m.map_version, self.epoch, step)
+
+    def _place(self, p: Placement) -> None:
+        """Apply rank 0's decision: it replaces every map decided earlier and still to come."""
+        withdrawn = self._schedule.withdraw(p.withdraw_from)
+        if withdrawn or self._ahead is not None:
+            log.info("map v%d replaces the maps still to come (epoch %d steps %s%s)",
+                     p.shard_map.map_version, self.epoch, withdrawn,
+                     "" if self._ahead is None else f", v{self._ahead[2].map_version} ahead")
+        self._plan = [(s, m) for s, m in self._plan if s < p.withdraw_from]
+        self._ahead = None
+        if p.epoch == self.epoch:
+            self._schedule_map(p.step, p.shard_map)
+        else:
+            self._ahead = (p.epoch, p.step, p.shard_map)
+            self._newest = max(self._newest, p.shard_map.map_version)
+            log.info("map v%d applies at epoch %d step %d", p.shard_map.map_version,
+                     p.epoch, p.step)
 
     def _make_maps(self, maps: MapSource | None) -> MapSource:
         if maps is not None:

@@ -95,6 +95,24 @@ class EpochSchedule:
             )
         self._plan[step] = assignment
 
+    def withdraw(self, from_step: int) -> list[int]:
+        """Drop the assignments planned at ``from_step`` or later (a newer map replaces them).
+
+        None of them may be simulated yet: a step some rank produced keeps its map.
+        Returns the steps withdrawn.
+        """
+        if from_step < 1:
+            raise ValueError(f"from_step must be >= 1 (step 0 always has a map), got {from_step}")
+        gone = sorted(s for s in self._plan if s >= from_step)
+        if gone and gone[0] < self.position:
+            raise RuntimeError(
+                f"cannot withdraw the map planned at step {gone[0]}: the schedule already "
+                f"simulated up to step {self.position - 1}"
+            )
+        for s in gone:
+            del self._plan[s]
+        return gone
+
     def assignment_at(self, step: int) -> Assignment:
         """The assignment in force at ``step`` as planned so far."""
         return self._plan[max(s for s in self._plan if s <= step)]

@@ -155,23 +155,31 @@ class Settings:
         ),
     )
     planner_shard_bytes: int = field(
-        default=8 * 1024 * 1024,
-        metadata=_doc("Bytes a rank must fetch per shard it receives (move cost).", minimum=1),
+        default=0,
+        metadata=_doc(
+            "Bytes a rank must fetch per shard it receives: the move cost's prior. 0 = the "
+            "runtime's virtual shards (index ranges over a dataset every rank reads anyway: "
+            "moving one costs no transfer, measured ~0 extra data-wait); the cost is then "
+            "learnt from data-wait (planner_learn_bandwidth).", minimum=0),
     )
     planner_bandwidth_bps: int = field(
         default=100_000_000,
-        metadata=_doc("Initial estimate of shard-fetch bandwidth in BYTES/s.", minimum=1),
+        metadata=_doc("Shard-fetch bandwidth in BYTES/s of the prior (with planner_shard_bytes).",
+                      minimum=1),
     )
     planner_learn_bandwidth: int = field(
         default=1,
         metadata=_doc(
-            "1: refine the bandwidth from the data-wait the last map change caused "
-            "(ClickHouse batch_timings); 0: keep planner_bandwidth_bps.",
+            "1: learn the move cost per shard from the extra data-wait the last map change "
+            "caused on the ranks that received shards (ClickHouse batch_timings); 0: keep "
+            "the prior.",
             choices=(0, 1),
         ),
     )
     planner_warmup_ms: int = field(
-        default=2000, metadata=_doc("Fixed cost of any map change (ms).", minimum=0)
+        default=0,
+        metadata=_doc("Fixed cost of any map change (ms), on top of the per-shard cost; 0: "
+                      "the runtime applies a map at a step boundary with no pause.", minimum=0),
     )
     planner_min_improvement_pct: int = field(
         default=5,
@@ -181,14 +189,18 @@ class Settings:
         default=200,
         metadata=_doc("Publish only if predicted gain >= this % of the move cost.", minimum=100),
     )
-    planner_confirmations: int = field(
+    planner_evidence_steps: int = field(
         default=2,
-        metadata=_doc("Consecutive evaluations a plan must win before it is published.",
-                      minimum=1),
+        metadata=_doc(
+            "Batches of evidence a new plan needs: counted from the onset step the processor "
+            "reports for a changed rank (its alarm), else from the first evaluation the plan "
+            "won; it must keep winning meanwhile.", minimum=0),
     )
     planner_smoothing_pct: int = field(
         default=30,
-        metadata=_doc("EWMA weight (%) of each new prediction (100 = no smoothing).", minimum=1),
+        metadata=_doc("EWMA weight (%) of each new prediction in a rank's level (100 = no "
+                      "smoothing); it restarts at every new level (onset step, straggler flag).",
+                      minimum=1),
     )
     planner_rank_timeout_s: int = field(
         default=60,
@@ -199,8 +211,40 @@ class Settings:
         metadata=_doc("Steps a gain is counted over; 0 = one epoch (num_samples // batch).",
                       minimum=0),
     )
+    planner_debounce_ms: int = field(
+        default=20,
+        metadata=_doc("A job is evaluated this long after the first new prediction or map "
+                      "arrived (one processor batch's predictions of all ranks at once).",
+                      minimum=0, maximum=5000),
+    )
     planner_interval_ms: int = field(
-        default=2000, metadata=_doc("How often the planner evaluates (ms).", minimum=50)
+        default=1000,
+        metadata=_doc("Every job is re-checked this often without new input (rank time-outs, "
+                      "scheduled maps), and a job's 'skipped' decision is stored at most this "
+                      "often (ms).", minimum=50),
+    )
+    planner_schedule_ahead: int = field(
+        default=1,
+        metadata=_doc("1: when ranks' forecasts say a level changes, publish the map for it "
+                      "ahead with an apply step at the change; 0: react to the level now only.",
+                      choices=(0, 1)),
+    )
+    planner_forecast_confidence_pct: int = field(
+        default=50,
+        metadata=_doc("A rank's forecast counts only at forecast_confidence >= this (%); the "
+                      "expected gain is also weighed by it.", minimum=0, maximum=100),
+    )
+    planner_lead_steps: int = field(
+        default=16,
+        metadata=_doc("Steps from publishing a map until it is in force at the latest (the "
+                      "runtime's sync interval + prefetch lead): scheduled maps are published "
+                      "this far ahead, and the next one only after the last is in force.",
+                      minimum=1),
+    )
+    planner_job_idle_s: int = field(
+        default=600,
+        metadata=_doc("A job without predictions this long is forgotten (its state freed; its "
+                      "maps stay on the compacted topic).", minimum=1),
     )
     # -- stream processor learning (stream_processors/predictor.py); measured by `eval`
     processor_forecaster: str = field(
@@ -214,7 +258,8 @@ class Settings:
     )
     processor_retrain_s: int = field(
         default=300,
-        metadata=_doc("XGBoost retrain period on ClickHouse history (s); 0 = never.", minimum=0),
+        metadata=_doc("Longest time between XGBoost retrains on ClickHouse history while "
+                      "new rows arrive (s); 0 = never retrain.", minimum=0),
     )
     processor_retrain_rows: int = field(
         default=200_000,
@@ -273,6 +318,22 @@ class Settings:
         default=600,
         metadata=_doc("A rank silent this long is forgotten by the processor (its state "
                       "expires; memory follows the ranks live at once).", minimum=1),
+    )
+    # -- XGBoost retrain cadence (stream_processors/retrain.py, RetrainPolicy); `eval` measures
+    processor_retrain_min_rows: int = field(
+        default=1000,
+        metadata=_doc("First XGBoost retrain as soon as the job's history holds this many "
+                      "worker_features rows (not after processor_retrain_s).", minimum=200),
+    )
+    processor_retrain_growth_pct: int = field(
+        default=100,
+        metadata=_doc("Retrain again when the history grew by this (%) since the last "
+                      "training set (until processor_retrain_rows is reached).", minimum=1),
+    )
+    processor_retrain_min_interval_s: int = field(
+        default=30,
+        metadata=_doc("Fewest seconds between two retrains, whatever triggers them (rows, "
+                      "a drift of the served error, the longest interval).", minimum=0),
     )
     kafka_options: Mapping[str, str] = field(
         default_factory=dict,

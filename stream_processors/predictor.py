@@ -45,6 +45,7 @@ from stream_processors.lags import LagColumns
 from stream_processors.learners import LearnerColumns
 from stream_processors.models import XGBoostForecaster
 from stream_processors.onset import OnsetColumns
+from stream_processors.recurrence import RecurrenceBank
 from stream_processors.retrain import Retrainer, latest_model, load_model
 from stream_processors.serving import Serving, prediction_id
 from stream_processors.slots import SlotColumns, SlotTable, grouped_median, rounds
@@ -96,10 +97,7 @@ class Predictor:
             self.xgb.swap(load_model(found[1]), str(found[0]))
         self.retrainer: Retrainer | None = None
         if client is not None and settings.processor_retrain_s > 0:
-            self.retrainer = Retrainer(
-                client, settings.job_id, self.model_dir, settings.processor_retrain_s,
-                settings.processor_retrain_rows,
-            )
+            self.retrainer = Retrainer.from_settings(settings, client, self.model_dir)
         self.slots = SlotTable(ttl_s=settings.processor_rank_ttl_s)
         self.onset = OnsetColumns(level=settings.processor_straggler_pct / 100)
         self.ticks = TickColumns(settings.processor_tick_steps)
@@ -109,6 +107,9 @@ class Predictor:
         self.serving = Serving(self, settings.processor_predict_every_ms / 1000)
         self._columns: list[SlotColumns] = [self.onset, self.ticks, self.lags, self.learners,
                                             self.pending, self.serving]
+        #: Recurring interference per rank (``stream_processors.recurrence``): the
+        #: forecast over the coming steps that predictions carry.
+        self.recurrence = RecurrenceBank()
         self._expired_at = -float("inf")
 
     # ------------------------------------------------------------ slots
@@ -124,6 +125,8 @@ class Predictor:
         for c in self._columns:
             c.ensure(self.slots.capacity)
             c.reset(new)
+        if len(new):
+            self.recurrence.forget(new)
         return slots
 
     def fleet_medians(self) -> np.ndarray:
@@ -150,6 +153,7 @@ class Predictor:
         tslot = rslot[cols.report]
         med0 = self._medians_at_start(rslot, cols)
         self._detect(rslot, cols, med0)
+        self._recur(tslot, cols, med0)
         ticks = self.ticks.fold(tslot, cols.epoch, cols.step, cols.samples, cols.wait_s,
                                 cols.compute_s, cols.end_ts)
         fleet = med0[self.slots.job_of[ticks.slot]]
@@ -187,6 +191,14 @@ class Predictor:
                                       pts.epoch[i], pts.step[i])
             self.pending.relevel[pslot[i][fired]] = True
             self.serving.news[pslot[i][fired]] = True
+
+    def _recur(self, tslot: np.ndarray, cols: BatchColumns, med0: np.ndarray) -> None:
+        """Every timing, relative to its job's fleet median, into the recurrence bank."""
+        m = med0[self.slots.job_of[tslot]]
+        ok = (cols.samples > 0) & (m > 0)
+        rel = np.full(len(tslot), np.nan)
+        rel[ok] = (cols.wait_s[ok] + cols.compute_s[ok]) / cols.samples[ok] / m[ok]
+        self.recurrence.update(tslot, cols.epoch, cols.step, rel)
 
     def _count_batches(self, slot: np.ndarray, batches: np.ndarray) -> np.ndarray:
         """Each rank's count of batches in completed ticks, after each tick (ticks come
@@ -238,12 +250,16 @@ class Predictor:
         out = np.full(len(slot), np.nan)
         if booster is not None:
             out[usable] = booster
+        errors = []
         for idx in order:
             idx = idx[usable[idx]]
             if len(idx):
                 s = slot[idx]
                 P = self.learners.predict(s, X[idx], None if booster is None else out[idx])
+                errors.append(np.abs(self.learners.served(s, P) - y_rel[idx]))
                 self.learners.learn(s, X[idx], y_rel[idx], P)
+        if errors and self.retrainer is not None:  # a drifting error makes a retrain due
+            self.retrainer.observe_error(np.concatenate(errors))
 
     def _relevel(self, slots: np.ndarray) -> None:
         """Make the level since the onset these ranks' recent history (re-levelled)."""
@@ -305,5 +321,6 @@ class Predictor:
 
     def memory_bytes(self) -> int:
         """Bytes held in slot arrays (what grows with the ranks live at once)."""
-        return sum(c.nbytes for c in self._columns) + self.slots.job_of.nbytes * 2
+        return (sum(c.nbytes for c in self._columns) + self.slots.job_of.nbytes * 2
+                + self.recurrence.memory_bytes)
 

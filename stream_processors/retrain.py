@@ -1,4 +1,4 @@
-"""Periodic XGBoost retrain on ClickHouse history, off the event loop.
+"""XGBoost retrains on ClickHouse history, off the event loop, when they are worth it.
 
 The training set is rebuilt by replaying :class:`LagFeatures` over each
 worker's ``v_worker_features`` history (deduplicated), so the model trains on
@@ -6,24 +6,38 @@ exactly the inputs it is served. Training runs in a one-thread executor; the
 predictor swaps the new booster in when the future is done, on its own thread,
 so there are no locks and processing never waits for a retrain. Every model is
 saved as UBJ under ``<data_dir>/models`` with a monotonically increasing version.
+
+When (:class:`RetrainPolicy`): a fixed 300 s timer meant no XGBoost prediction in
+a job's first five minutes. Now the first retrain runs as soon as the history
+holds ``first_rows`` rows; later ones when the rows grew by ``growth`` since the
+last training set (until the history window is full), when the served error
+drifted upwards (ADWIN, :class:`ErrorDrift`), or ``max_interval_s`` after the
+last one; never two within ``min_interval_s``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shardsense.settings import Settings
 from stream_processors.features import FEATURE_NAMES, LagFeatures
 
 __all__ = [
     "XGB_PARAMS",
+    "ErrorDrift",
+    "RetrainPolicy",
+    "RetrainReason",
     "Retrainer",
     "latest_model",
     "replay_features",
@@ -136,28 +150,183 @@ def history_series(client: Any, job_id: str, limit: int) -> dict[int, list[tuple
     return out
 
 
-class Retrainer:
-    """Retrain every ``every_s`` seconds in a background thread; never blocks the caller.
+COUNT_SQL = "SELECT count() FROM worker_features WHERE job_id = {job:String}"
+#: Seconds between two probes (row count + policy) while batches arrive.
+PROBE_S = 2.0
 
-    ``poll()`` is called from the event loop on every batch: it starts a retrain
-    when one is due and returns a finished ``(version, booster)`` exactly once.
-    Retrains follow traffic: with no new reports there is nothing new to learn,
-    and a finished model is swapped in with the next batch.
+
+class RetrainReason(Enum):
+    """Why a retrain started (logged, and counted by ``shardsense eval``)."""
+
+    FIRST = "enough rows for a first model"
+    GROWTH = "the history grew"
+    DRIFT = "the served error drifted up"
+    INTERVAL = "the longest interval passed"
+
+
+@dataclass
+class RetrainPolicy:
+    """When to retrain: pure bookkeeping over rows, time and a drift flag (no I/O).
+
+    ``rows`` is the training rows the history holds now; ``floor_rows`` is the
+    fewest any retrain trains on (the interval trigger alone would otherwise fit a
+    model on a handful of rows); ``max_interval_s`` is the longest wait while new
+    rows arrive (0: due at every probe; the processor builds no retrainer at all
+    when ``processor_retrain_s`` is 0).
+
+    >>> p = RetrainPolicy(first_rows=1000, min_interval_s=30, max_interval_s=300)
+    >>> p.due(now=10.0, rows=999, drifted=False) is None
+    True
+    >>> p.due(now=10.0, rows=1000, drifted=False)
+    <RetrainReason.FIRST: 'enough rows for a first model'>
+    >>> p.started(10.0, 1000)
+    >>> p.due(now=20.0, rows=5000, drifted=True) is None  # the floor between two retrains
+    True
+    >>> [p.due(45.0, rows, drifted).name for rows, drifted in ((2000, False), (1500, True))]
+    ['GROWTH', 'DRIFT']
+    >>> p.due(45.0, 1500, drifted=False) is None
+    True
+    """
+
+    first_rows: int
+    min_interval_s: float
+    max_interval_s: float
+    growth: float = 1.0
+    floor_rows: int = 200
+    history_rows: int = 200_000
+    created: float = field(default_factory=time.monotonic)
+    last_start: float = -math.inf
+    last_rows: int = 0
+    starts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.first_rows < 1 or self.floor_rows < 1 or self.history_rows < 1:
+            raise ValueError("first_rows, floor_rows and history_rows must be >= 1")
+        if self.min_interval_s < 0 or self.max_interval_s < 0 or self.growth <= 0:
+            raise ValueError("min_interval_s and max_interval_s must be >= 0, growth > 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RetrainPolicy:
+        """The processor's policy: ``processor_retrain_*`` settings."""
+        values: dict[str, Any] = {
+            "first_rows": settings.processor_retrain_min_rows,
+            "min_interval_s": float(settings.processor_retrain_min_interval_s),
+            "max_interval_s": float(settings.processor_retrain_s),
+            "growth": settings.processor_retrain_growth_pct / 100.0,
+            "history_rows": settings.processor_retrain_rows,
+        }
+        return cls(**(values | overrides))
+
+    def due(self, now: float, rows: int, drifted: bool) -> RetrainReason | None:
+        """The reason to start a retrain now, or None."""
+        if now - self.last_start < self.min_interval_s or rows < self.floor_rows:
+            return None
+        if not self.starts:
+            if rows >= self.first_rows:
+                return RetrainReason.FIRST
+        elif self.last_rows < self.history_rows and rows >= min(
+                self.last_rows * (1.0 + self.growth), self.history_rows):
+            return RetrainReason.GROWTH
+        elif drifted:
+            return RetrainReason.DRIFT
+        since = now - (self.last_start if self.starts else self.created)
+        if since >= self.max_interval_s and rows > self.last_rows:
+            return RetrainReason.INTERVAL
+        return None
+
+    def interval_deadline(self) -> float:
+        """When the interval trigger comes due (a probe then must not wait for its turn)."""
+        return (self.last_start if self.starts else self.created) + self.max_interval_s
+
+    def started(self, now: float, rows: int) -> None:
+        self.last_start, self.last_rows = now, rows
+        self.starts += 1
+
+
+class ErrorDrift:
+    """Flags a lasting rise of the served error (River ADWIN on one value per batch).
+
+    Fed the mean |relative error| of a batch's scored predictions; a drift counts
+    only if the mean of the window ADWIN keeps is higher than before it cut (a
+    falling error needs no retrain). ``drifted`` stays set until ``clear``.
+    """
+
+    def __init__(self, delta: float = 0.002) -> None:
+        from river import drift
+
+        self._adwin: Any = drift.ADWIN(delta=delta)
+        self.drifted = False
+        self.detections = 0
+
+    def update(self, errors: Sequence[float] | np.ndarray | float) -> bool:
+        """Add one batch's errors; True if this batch raised the flag."""
+        values = np.asarray(errors, dtype=float).ravel()
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return False
+        before = float(self._adwin.estimation)
+        self._adwin.update(float(values.mean()))
+        if self._adwin.drift_detected and float(self._adwin.estimation) > before:
+            self.detections += 1
+            self.drifted = True
+            return True
+        return False
+
+    def clear(self) -> None:
+        self.drifted = False
+
+
+class Retrainer:
+    """Retrains in a background thread when :class:`RetrainPolicy` says so; never blocks.
+
+    ``poll()`` is called from the event loop on every batch. At most every
+    ``probe_s`` (and at once when the longest interval comes due) it starts a
+    probe in the thread: count the job's history rows (one cheap query), ask the
+    policy, and train if it says so. It returns a
+    finished ``(version, booster)`` exactly once. ``observe_error`` feeds the
+    served error to the drift detector. Retrains follow traffic: with no new
+    reports nothing is polled, and a finished model is swapped in with the next
+    batch.
     """
 
     def __init__(self, client: Any, job_id: str, model_dir: Path, every_s: float,
-                 history_rows: int = 200_000, min_rows: int = 200, rounds: int = 60) -> None:
+                 history_rows: int = 200_000, min_rows: int = 200, rounds: int = 60,
+                 policy: RetrainPolicy | None = None, probe_s: float | None = None) -> None:
         self.client = client
         self.job_id = job_id
         self.model_dir = model_dir
-        self.every_s = every_s
         self.history_rows = history_rows
-        self.min_rows = min_rows
         self.rounds = rounds
+        # Without a policy: the settings' defaults (use from_settings to honour a deployment's)
+        self.policy = policy or RetrainPolicy.from_settings(
+            Settings(), max_interval_s=every_s, history_rows=history_rows)
+        self.policy.floor_rows = min_rows
+        self.drift = ErrorDrift()
+        # A probe is one count query; never wait longer than the longest interval for one.
+        self.probe_s = min(PROBE_S, self.policy.max_interval_s) if probe_s is None else probe_s
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="xgb-retrain")
-        self._future: Future[tuple[int, Any] | None] | None = None
-        self._next = time.monotonic() + every_s
+        self._future: Future[tuple[RetrainReason | None, int, tuple[int, Any] | None]] | None
+        self._future = None
+        self._next_probe = -math.inf
+        self._probe_at = -math.inf
+        self._closed = False
         self.trainings = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: Any, model_dir: Path) -> Retrainer:
+        """The processor's retrainer, every ``processor_retrain_*`` setting applied (with
+        ``processor_retrain_s`` 0 the processor builds none: XGBoost is never retrained)."""
+        return cls(client, settings.job_id, model_dir, settings.processor_retrain_s,
+                   settings.processor_retrain_rows,
+                   policy=RetrainPolicy.from_settings(settings))
+
+    def observe_error(self, errors: Sequence[float] | np.ndarray | float) -> None:
+        """One batch's |relative errors| of the served forecasts (drift detection)."""
+        self.drift.update(errors)
+
+    def count_rows(self) -> int:
+        rows = self.client.query(COUNT_SQL, parameters={"job": self.job_id}).result_rows
+        return min(int(rows[0][0]), self.history_rows) if rows else 0
 
     def train_now(self) -> tuple[int, Any] | None:
         """Query, replay, train, save: the whole retrain, synchronously."""
@@ -169,8 +338,9 @@ class Retrainer:
             xs, ys = replay_features(values)
             X.extend(xs)
             y.extend(ys)
-        if len(y) < self.min_rows:
-            log.info("retrain skipped: %d rows of history (< %d)", len(y), self.min_rows)
+        if len(y) < self.policy.floor_rows:
+            log.info("retrain skipped: %d rows of history (< %d)", len(y),
+                     self.policy.floor_rows)
             return None
         booster = train_booster(X, y, self.rounds)
         version, path = save_model(booster, self.model_dir)
@@ -179,6 +349,16 @@ class Retrainer:
                  time.perf_counter() - started, path)
         return version, booster
 
+    def _probe(self, now: float, drifted: bool
+               ) -> tuple[RetrainReason | None, int, tuple[int, Any] | None]:
+        """In the thread: count, decide, train. The policy is only read here."""
+        rows = self.count_rows()
+        reason = self.policy.due(now, rows, drifted)
+        if reason is None or self._closed:  # closing: no 1 s training to hold the exit up
+            return None, rows, None
+        log.info("xgboost retrain: %s (%d rows)", reason.value, rows)
+        return reason, rows, self.train_now()
+
     def poll(self, now: float | None = None) -> tuple[int, Any] | None:
         now = time.monotonic() if now is None else now
         finished = None
@@ -186,15 +366,27 @@ class Retrainer:
         if fut is not None and fut.done():
             self._future = None
             try:
-                finished = fut.result()
+                reason, rows, finished = fut.result()
             except Exception:
                 log.exception("xgboost retrain failed; keeping the current model")
-        # The slot is free again: start the next retrain now if it is due, or a batch
-        # that only collected a skipped retrain would leave the next one to later traffic.
-        if self._future is None and now >= self._next:
-            self._next = now + self.every_s
-            self._future = self._pool.submit(self.train_now)
+            else:
+                if reason is not None:  # bookkeeping on this thread only
+                    self.policy.started(self._probe_at, rows)
+                    if reason is RetrainReason.DRIFT:
+                        self.drift.clear()
+        deadline = self.policy.interval_deadline()
+        if self._future is None and (now >= self._next_probe
+                                     or self._probe_at < deadline <= now):
+            self._next_probe = now + self.probe_s
+            self._probe_at = now
+            self._future = self._pool.submit(self._probe, now, self.drift.drifted)
         return finished
 
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running probe (and its training) is done; for tests and tools."""
+        if self._future is not None:
+            self._future.exception(timeout)
+
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)

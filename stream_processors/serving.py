@@ -10,11 +10,15 @@ since the change point, so every batch publishes it.
 The served level is the rank's forecaster's (``learners``) times its ``ref``;
 after an onset alarm, until the next tick, the mean since the change point
 (``onset``); before its first tick, the mean of the tick being filled (``ticks``).
+The forecast over the coming steps (offsets, levels, confidence) is the
+recurrence bank's (``stream_processors.recurrence``), in seconds at the job's
+fleet median; a recurrence too short to plan for serves its period's mean.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from shardsense.events import Prediction, TimingReport
+from stream_processors.recurrence import Verdict
 from stream_processors.slots import SlotColumns
 from stream_processors.ticks import EPOCH_SHIFT
 
@@ -104,6 +109,23 @@ class Serving(SlotColumns):
                   zip(served, use.tolist(), relevel.tolist(), strict=True)]
         return level, uncertainty, served
 
+    def _forecast(self, slot: int, level_s: float, fleet_s: float
+                  ) -> tuple[float, dict[str, Any], str]:
+        """The served level, the forecast fields and the recurrence verdict of one rank.
+
+        A recurrence too short to plan for serves its period's mean: what a map held
+        over a sync interval meets (``recurrence`` says so).
+        """
+        f = self.p.recurrence.forecast(slot)
+        verdict = f"{f.verdict.value}:{f.period}"
+        if not fleet_s > 0:
+            return level_s, {}, verdict
+        if f.verdict is Verdict.TOO_SHORT and math.isfinite(f.level_now):
+            level_s = f.level_now * fleet_s
+        return level_s, {"forecast_offsets": f.offsets,
+                         "forecast_time_per_sample_s": f.in_seconds(fleet_s),
+                         "forecast_confidence": f.confidence}, verdict
+
     def _events(self, reports: Sequence[TimingReport], slots: np.ndarray, last: np.ndarray,
                 level: np.ndarray, uncertainty: np.ndarray, fleet: np.ndarray,
                 served: list[str]) -> list[Prediction]:
@@ -118,14 +140,17 @@ class Serving(SlotColumns):
         learned = p.learners.learned[slots].tolist()
         xgb = p.xgb.version or "none"
         out = []
-        for i, ri in enumerate(last.tolist()):
+        for i, (ri, slot) in enumerate(zip(last.tolist(), slots.tolist(), strict=True)):
             r = reports[ri]
+            now_s, forecast, recurrence = self._forecast(slot, float(level[i]), float(fleet[i]))
             out.append(Prediction(
                 job_id=r.job_id, worker_id=r.worker_id, event_id=prediction_id(r.event_id),
-                ts=r.ts, time_per_sample_s=float(level[i]), uncertainty_s=float(uncertainty[i]),
-                slowdown=slowdown[i], straggler=straggler[i], based_on_step=step[i],
-                based_on_epoch=epoch[i], onset_step=onset_step[i],
+                ts=r.ts, time_per_sample_s=now_s, uncertainty_s=float(uncertainty[i]),
+                slowdown=now_s / fleet[i] if fleet[i] > 0 else slowdown[i],
+                straggler=straggler[i], based_on_step=step[i], based_on_epoch=epoch[i],
+                onset_step=onset_step[i], **forecast,
                 model_versions={"served": served[i], "xgboost": xgb,
-                                "river_updates": str(learned[i]), "instance": self.instance},
+                                "river_updates": str(learned[i]), "instance": self.instance,
+                                "recurrence": recurrence},
             ))
         return out

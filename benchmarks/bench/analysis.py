@@ -25,6 +25,7 @@ from benchmarks.bench.oracle import (
     window_ratio,
 )
 from benchmarks.bench.scenarios import Scenario
+from benchmarks.loop.methods import METHODS
 
 __all__ = ["WARMUP", "analyse", "delays", "goals", "static_overhead"]
 
@@ -82,7 +83,8 @@ def analyse(scenario: Scenario, runs: dict[str, dict[str, Any]],
     for method, run in runs.items():
         step_s = np.asarray(run["step_s"])[:steps]
         row: dict[str, Any] = {
-            "method": method, "step_ms": 1e3 * float(step_s.mean()),
+            "method": method, "path": run.get("path") or METHODS[method].path,
+            "step_ms": 1e3 * float(step_s.mean()),
             "median_step_ms": 1e3 * float(np.median(step_s)),
             "epoch_s": _epoch_s(step_s, run["epoch_of_step"][:steps]),
             "vs_clairvoyant": window_ratio(step_s, oracles["clairvoyant"]),
@@ -102,7 +104,8 @@ def analyse(scenario: Scenario, runs: dict[str, dict[str, Any]],
                                                              start)
         rows.append(row)
     for name, series in oracles.items():
-        rows.append({"method": f"oracle ({name})", "step_ms": 1e3 * float(series.mean()),
+        rows.append({"method": f"oracle ({name})", "path": "oracle",
+                     "step_ms": 1e3 * float(series.mean()),
                      "median_step_ms": 1e3 * float(np.median(series)),
                      "epoch_s": float(series.mean()) * per_epoch,
                      "vs_clairvoyant": window_ratio(series, oracles["clairvoyant"]),

@@ -7,8 +7,10 @@ per run (and progress) to the parent through a queue; every rank takes the
 same steps and collectives in the same order.
 
 Training: an MLP (64-64-10) on sklearn's load_digits (80/20 stratified split,
-seeded), SGD with momentum and a linear learning-rate decay (final accuracy
+seeded; the training part repeated until an epoch has ``cfg.epoch_steps``
+steps), SGD with momentum and a linear learning-rate decay (final accuracy
 then varies ~0.3 pp with the data order, small enough to see a real loss).
+Batches carry each sample's index, so the runs can prove exactly-once.
 Each step sleeps ``scenario.delay(rank, step) * len(batch)`` before the
 forward pass: that sleep is the rank's work (see ``scenarios``).
 """
@@ -29,6 +31,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from benchmarks.bench.loop import BenchSink, InProcessPlanner
 from benchmarks.bench.scenarios import BenchConfig, Scenario, catalogue
+from benchmarks.loop.methods import METHODS
+from benchmarks.loop.rank import RunControl, run_product
 from planner_service.policy import Outcome, PolicyConfig
 from producers.engine import ShardSenseRuntime
 from producers.memory import InMemoryMapSource
@@ -38,8 +42,9 @@ __all__ = ["load_data", "rank_main"]
 PROGRESS_EVERY = 10
 
 
-def load_data(seed: int) -> tuple[TensorDataset, torch.Tensor, torch.Tensor]:
-    """Train set (80%) as a TensorDataset and the held-out 20% as tensors."""
+def load_data(seed: int, min_samples: int = 0) -> tuple[TensorDataset, torch.Tensor,
+                                                       torch.Tensor]:
+    """Train set (80%, repeated to ``min_samples``) as (x, y, index) and the held-out 20%."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -47,11 +52,14 @@ def load_data(seed: int) -> tuple[TensorDataset, torch.Tensor, torch.Tensor]:
     xtr, xte, ytr, yte = train_test_split(
         x / 16.0, y, test_size=0.2, random_state=seed, stratify=y
     )
-    train = TensorDataset(torch.tensor(xtr, dtype=torch.float32), torch.tensor(ytr))
+    repeat = max(1, -(-min_samples // len(ytr)))
+    xs = torch.tensor(xtr, dtype=torch.float32).repeat(repeat, 1)
+    ys = torch.tensor(ytr).repeat(repeat)
+    train = TensorDataset(xs, ys, torch.arange(len(ys)))
     return train, torch.tensor(xte, dtype=torch.float32), torch.tensor(yte)
 
 
-class _Run:
+class BenchRun:
     """State shared by both methods: model, optimiser, step clock, results."""
 
     def __init__(self, cfg: BenchConfig, scenario: Scenario, method: str, rank: int,
@@ -60,7 +68,7 @@ class _Run:
         self.model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
         self.ddp = DDP(self.model)
         self.opt = torch.optim.SGD(self.ddp.parameters(), lr=cfg.lr, momentum=0.9)
-        steps = cfg.steps
+        self.steps = steps = scenario.steps or cfg.steps
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: max(0.02, 1.0 - s / steps)
         )
@@ -70,6 +78,8 @@ class _Run:
         self.step_s: list[float] = []
         self.work_s: list[float] = []  # this rank's own part: injected work + forward
         self.epoch_of_step: list[int] = []
+        self.start_wall: list[float] = []  # time.time() at each step's start: the stage clock
+        self.indices: list[list[int]] = []  # sample indices of each step (exactly-once)
         self._last = self._t0 = time.perf_counter()
 
     def start(self) -> None:
@@ -77,8 +87,11 @@ class _Run:
         dist.barrier()
         self._last = self._t0 = time.perf_counter()
 
-    def train(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> bool:
+    def train(self, batch: list[torch.Tensor], epoch: int) -> bool:
         """One step (injected work, forward, backward, update); True when the run is done."""
+        x, y, idx = batch
+        self.start_wall.append(time.time())
+        self.indices.append(idx.tolist())
         began = time.perf_counter()
         time.sleep(self.scenario.delay(self.rank, self.step) * len(x))
         loss = F.cross_entropy(self.ddp(x), y)
@@ -94,7 +107,11 @@ class _Run:
         self.step += 1
         if self.rank == 0 and self.step % PROGRESS_EVERY == 0:
             self.queue.put(("step", self.scenario.name, self.method, self.step))
-        return self.step >= self.cfg.steps
+        return self.step >= self.steps
+
+    def rank_log(self) -> dict[str, Any]:
+        """This rank's own records, gathered to rank 0 after the run."""
+        return {"work_s": self.work_s, "start_wall": self.start_wall, "indices": self.indices}
 
     def result(self, xte: torch.Tensor, yte: torch.Tensor, **extra: Any) -> dict[str, Any]:
         with torch.no_grad():
@@ -109,7 +126,8 @@ class _Run:
         }
 
 
-def run_static(run: _Run, train: TensorDataset, world: int) -> dict[str, Any]:
+def run_static(run: BenchRun, train: TensorDataset, world: int, settings: Any = None
+               ) -> dict[str, Any]:
     """Baseline: DistributedSampler + equal per-rank batches + DDP's default mean."""
     cfg = run.cfg
     sampler: DistributedSampler[Any] = DistributedSampler(
@@ -121,12 +139,18 @@ def run_static(run: _Run, train: TensorDataset, world: int) -> dict[str, Any]:
     run.start()
     while not done:
         sampler.set_epoch(epoch)
-        for x, y in loader:
-            if done := run.train(x, y, epoch):
+        for batch in loader:
+            if done := run.train(batch, epoch):
                 break
         epoch += 1
     sizes = [[cfg.batch_per_rank] * world] * run.step
-    return {"batch_sizes": sizes}
+    return {"batch_sizes": sizes, "steps_per_epoch": len(loader)}
+
+
+def shard_bytes(train: TensorDataset, num_shards: int) -> int:
+    """The data set's true bytes per shard (every tensor of a sample)."""
+    sample_bytes = sum(t[0].numel() * t[0].element_size() for t in train.tensors)
+    return max(1, len(train) // num_shards) * sample_bytes
 
 
 def policy_config(cfg: BenchConfig, train: TensorDataset) -> PolicyConfig:
@@ -137,14 +161,14 @@ def policy_config(cfg: BenchConfig, train: TensorDataset) -> PolicyConfig:
     over two windows, so the policy neither smooths again nor asks for a second
     confirmation (each doubling would add a window of lag).
     """
-    sample_bytes = sum(t[0].numel() * t[0].element_size() for t in train.tensors)
-    shard_bytes = max(1, len(train) // cfg.num_shards) * sample_bytes
-    return PolicyConfig(algorithm="minmax", shard_bytes=shard_bytes, warmup_s=0.0,
+    return PolicyConfig(algorithm="minmax", shard_bytes=shard_bytes(train, cfg.num_shards),
+                        warmup_s=0.0,
                         smoothing=cfg.policy_smoothing, confirmations=cfg.confirmations)
 
 
-def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any]:
-    """ShardSenseRuntime + the in-process closed loop of ``benchmarks.bench.loop``.
+def run_shardsense(run: BenchRun, train: TensorDataset, world: int, settings: Any = None
+                   ) -> dict[str, Any]:
+    """ABLATION: ShardSenseRuntime + the in-process closed loop of ``benchmarks.bench.loop``.
 
     Timing windows travel on their own gloo group, asynchronously: issued two
     steps before each of the runtime's sync points and collected one step
@@ -173,10 +197,10 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any
     run.start()
     while not done:
         epoch = runtime.epoch
-        for x, y in loader:
+        for batch in loader:
             key = (epoch, runtime.step - 1)
             keys.append(key)
-            done = run.train(x, y, epoch)
+            done = run.train(batch, epoch)
             if pending is not None:
                 pending[0].wait()
                 rows = [g.tolist() for g in gathered]
@@ -197,6 +221,13 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any
     dist.destroy_process_group(group)
     if planner is None:
         return {}
+    return {**_inprocess_record(planner, maps, sink, keys), "windows": windows,
+            "steps_per_epoch": runtime.steps_per_epoch}
+
+
+def _inprocess_record(planner: InProcessPlanner, maps: InMemoryMapSource, sink: BenchSink,
+                      keys: list[tuple[int, int]]) -> dict[str, Any]:
+    """The batch sizes each step really ran with, and the planner's non-skipped decisions."""
     by_version = {m.map_version: m.batch_sizes for m in maps.published}
     sizes, version = [], 1
     for key in keys:
@@ -205,29 +236,38 @@ def run_shardsense(run: _Run, train: TensorDataset, world: int) -> dict[str, Any
     decisions = [{"step": s, "decision": d.outcome.value, "reason": d.reason,
                   "batch_sizes": d.batch_sizes} for s, d in planner.decisions
                  if d.outcome is not Outcome.SKIPPED]
-    return {"batch_sizes": sizes, "windows": windows, "decisions": decisions,
+    return {"batch_sizes": sizes, "decisions": decisions,
             "maps_published": len(maps.published)}
 
 
-RUNNERS = {"static": run_static, "shardsense": run_shardsense}
+#: One runner per path of ``benchmarks.loop.methods.PATHS``.
+RUNNERS = {"baseline": run_static, "inprocess": run_shardsense, "product": run_product}
 
 
-def rank_main(rank: int, cfg: BenchConfig, port: int, queue: Any) -> None:
-    """Entry point of one spawned rank (``torch.multiprocessing.spawn`` passes ``rank``)."""
+def rank_main(rank: int, cfg: BenchConfig, port: int, queue: Any, replies: Any = None) -> None:
+    """Entry point of one spawned rank (``torch.multiprocessing.spawn`` passes ``rank``).
+
+    Before every run rank 0 asks the parent for the run's settings (the parent
+    starts the product path's services for it) and broadcasts them.
+    """
     torch.set_num_threads(1)  # 4 ranks on 2 cores: intra-op threads only add contention
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=cfg.world, timeout=timedelta(minutes=5))
+    control = RunControl(rank, queue, replies)
     try:
-        train, xte, yte = load_data(cfg.seed)
+        train, xte, yte = load_data(cfg.seed, cfg.epoch_steps * cfg.global_batch)
         scenarios = catalogue(cfg.world, cfg.steps, cfg.base_delay_s)
         for name in cfg.scenarios:
             for method in cfg.methods:
                 dist.barrier()
-                run = _Run(cfg, scenarios[name], method, rank, queue)
-                extra = RUNNERS[method](run, train, cfg.world)
-                works: list[Any] = [None] * cfg.world
-                dist.all_gather_object(works, run.work_s)  # every rank's own speed, recorded
-                extra["rank_work_s"] = works
+                settings = control.settings_for(name, method,
+                                                shard_bytes(train, cfg.num_shards))
+                run = BenchRun(cfg, scenarios[name], method, rank, queue)
+                extra = RUNNERS[METHODS[method].path](run, train, cfg.world, settings)
+                logs: list[Any] = [None] * cfg.world
+                dist.all_gather_object(logs, {**run.rank_log(), **extra.pop("per_rank", {})})
+                extra["rank_work_s"] = [log["work_s"] for log in logs]  # every rank's speed
+                extra["ranks"] = logs
                 if rank == 0:
                     queue.put(("result", run.result(xte, yte, **extra)))
         dist.barrier()

@@ -3,7 +3,8 @@
 ``python ddp_worker.py PHASE OUTDIR`` with RANK, WORLD_SIZE, MASTER_ADDR/PORT set.
 Phase ``main`` (several checks per launch, since process start-up dominates):
 gradient equality vs one process on the global batch, exactly-once under a
-mid-epoch map change, a checkpoint for the elastic phase, and accuracy of
+map published at once, one ahead of its step and one for the next epoch, a
+same-world resume, a checkpoint for the elastic phase, and accuracy of
 ShardSense (uneven batches) vs the DistributedSampler baseline, and busy-time
 reporting with a sleeping straggler. Phase
 ``elastic`` resumes that checkpoint with another world size. Each rank writes
@@ -27,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from producers.engine import ShardSenseRuntime
 from producers.memory import InMemoryMapSource
+from producers.seams import MapSource
 from shardsense.events import ShardMap
 
 GLOBAL_BATCH = 48
@@ -117,24 +119,47 @@ def check_gradients(train: Digits, sizes: list[int]) -> dict[str, Any]:
             "compute_s": compute}
 
 
-def check_exactly_once(train: Digits, outdir: Path) -> dict[str, Any]:
-    """An epoch with a map published mid-epoch on rank 0; checkpoint at step 9 for phase 2."""
+#: step of epoch 0 -> (version, batch sizes, apply point): rank 0 publishes after that step.
+#: v2 at once (seen at the sync point of step 4, applies there), v3 for step 14 (seen at 8),
+#: v4 for epoch 1 step 3 (seen at 16, held across the epoch end; seen before step 14 it
+#: would have replaced v3, which then never applies).
+PUBLISH = {2: (2, [24, 16, 8], (0, 0)), 5: (3, [20, 16, 12], (0, 14)),
+           15: (4, [16, 16, 16], (1, 3))}
+CHECKPOINT_STEP = 9
+
+
+def two_epochs(rt: ShardSenseRuntime, maps: MapSource, outdir: Path | None,
+               start: int = 0) -> list[list[Any]]:
+    """Epochs 0 and 1 (epoch 0 from ``start``): ``[epoch, step, version, indices]`` per step."""
     rank = dist.get_rank()
-    maps = InMemoryMapSource()
-    rt = runtime(train, maps)
-    seen, steps = [], []
-    for step, (_x, _y, idx) in enumerate(rt.get_dataloader(rank)):
-        seen.extend(idx.tolist())
-        steps.append([step, rt.map_version, len(idx)])
-        if step == 2 and rank == 0:
-            first = maps.latest()
-            assert first is not None  # keep the owners: a small change may apply mid-epoch
-            maps.publish(ShardMap.build(JOB, 2, first.shards, [24, 16, 8], num_samples=len(train)))
-        if step == 9:
-            (outdir / f"state-{rank}.json").write_text(json.dumps(rt.state_dict()))
-            (outdir / f"before-{rank}.json").write_text(json.dumps(seen))
-    rt.epoch_end(0)
-    return {"seen": seen, "steps": steps, "steps_per_epoch": rt.steps_per_epoch}
+    out: list[list[Any]] = []
+    for epoch in (0, 1):
+        for step, (_x, _y, idx) in enumerate(rt.get_dataloader(rank), start if epoch == 0 else 0):
+            out.append([epoch, step, rt.map_version, idx.tolist()])
+            if epoch == 0 and step in PUBLISH and rank == 0:
+                version, sizes, (e, s) = PUBLISH[step]
+                first = maps.latest()
+                assert first is not None  # keep the owners: a small change applies mid-epoch
+                maps.publish(ShardMap.build(JOB, version, first.shards, sizes, apply_epoch=e,
+                                            apply_step=s, num_samples=rt.job.num_samples))
+            if epoch == 0 and step == CHECKPOINT_STEP and outdir is not None:
+                (outdir / f"state-{rank}.json").write_text(json.dumps(rt.state_dict()))
+                before = [i for row in out for i in row[3]]
+                (outdir / f"before-{rank}.json").write_text(json.dumps(before))
+        rt.epoch_end(epoch)
+    return out
+
+
+def check_exactly_once(train: Digits, outdir: Path) -> dict[str, Any]:
+    """Two epochs with maps published on rank 0 (at once, ahead, for the next epoch), and a
+    same-world resume from the step-9 checkpoint by a fresh runtime (a fresh map source too)."""
+    rt = runtime(train, InMemoryMapSource())
+    steps = two_epochs(rt, rt.maps, outdir)
+    state = json.loads((outdir / f"state-{dist.get_rank()}.json").read_text())
+    again = runtime(train, InMemoryMapSource())
+    again.load_state_dict(state)
+    resumed = two_epochs(again, again.maps, None, start=CHECKPOINT_STEP + 1)
+    return {"steps": steps, "resumed": resumed, "steps_per_epoch": rt.steps_per_epoch}
 
 
 def accuracy(train: Digits, xte: torch.Tensor, yte: torch.Tensor, shardsense: bool) -> float:

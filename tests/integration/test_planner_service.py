@@ -24,7 +24,7 @@ WORLD, SHARDS, BATCH = 4, 64, 128
 
 def fast(settings: Settings, **over: int) -> Settings:
     return settings.replace(**{
-        "planner_interval_ms": 200, "planner_confirmations": 1, "planner_smoothing_pct": 100,
+        "planner_interval_ms": 200, "planner_evidence_steps": 0, "planner_smoothing_pct": 100,
         "planner_learn_bandwidth": 0, **over,
     })
 
@@ -44,27 +44,32 @@ def predict(settings: Settings, producer: Producer, tps: dict[int, float], step:
     for rank, t in tps.items():
         p = Prediction(settings.job_id, rank, new_event_id(), time.time(),
                        time_per_sample_s=t, based_on_step=step)
-        producer.produce(settings.topic_predictions, encode(p),
-                         key=job_key(settings.job_id))
+        producer.produce(settings.topic_predictions, encode(p), key=job_key(settings.job_id))
     producer.flush(10)
 
 
-def read_maps(settings: Settings) -> list[ShardMap]:
-    """Every map of the job on the compacted topic, in order."""
+def read_maps(settings: Settings, job: str = "") -> list[ShardMap]:
+    """Every map of the job (default: the settings') on the compacted topic, in order."""
+    job = job or settings.job_id
     consumer = Consumer(consumer_config(settings, "test-reader", **{"enable.partition.eof": True}))
-    consumer.assign([TopicPartition(settings.topic_shard_maps, 0, OFFSET_BEGINNING)])
+    topic = settings.topic_shard_maps
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     maps: list[ShardMap] = []
+    unread = set(parts)
     deadline = time.monotonic() + 10
     try:
-        while time.monotonic() < deadline:
+        while unread and time.monotonic() < deadline:
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
             if msg.error():
-                break  # end of partition
+                unread.discard(msg.partition())  # end of partition
+                continue
             m = decode(msg.value(), expect=ShardMap)
             assert isinstance(m, ShardMap)
-            maps.append(m)
+            if m.job_id == job:
+                maps.append(m)
     finally:
         consumer.close()
     return maps
@@ -108,7 +113,8 @@ def test_slow_rank_gets_half_the_share_noise_is_skipped_restart_keeps_version(
         wait_for(restarted.ready.is_set)
         predict(s, producer, speeds, step=50)
         wait_for(lambda: restarted.stats["decisions"] >= 1)
-        assert restarted.policy.base is not None and restarted.policy.base.map_version == 2
+        policy = restarted.policy_of(s.job_id)
+        assert policy is not None and policy.base is not None and policy.base.map_version == 2
     finally:
         restarted.stop()
     assert [m.map_version for m in read_maps(s)] == [1, 2]
@@ -131,13 +137,14 @@ def test_slow_rank_gets_half_the_share_noise_is_skipped_restart_keeps_version(
 def test_noisy_equal_speeds_never_publish_and_a_silent_rank_forces_a_replan(
     settings: Settings,
 ) -> None:
-    s = fast(settings, planner_confirmations=2, planner_smoothing_pct=30,
+    s = fast(settings, planner_evidence_steps=2, planner_smoothing_pct=30,
              planner_rank_timeout_s=3)
     producer = Producer(producer_config(s))
     publish_base(s, producer)
     planner = Planner(s).start()
     rng = random.Random(5)
     try:
+        wait_for(planner.ready.is_set)  # joined its group, read the maps
         for step in range(12):
             predict(s, producer, {r: 0.01 * rng.uniform(0.92, 1.08) for r in range(WORLD)}, step)
             time.sleep(0.2)
@@ -194,7 +201,7 @@ def test_shardsense_planner_runs_as_its_own_process(settings: Settings, tmp_path
     env = {**os.environ, "SHARDSENSE_CLICKHOUSE_URL": f"chdb://{tmp_path / 'own'}"}
     flags = ["--kafka-bootstrap", s.kafka_bootstrap, "--job-id", s.job_id,
              "--topic-predictions", s.topic_predictions, "--topic-shard-maps",
-             s.topic_shard_maps, "--planner-interval-ms", "200", "--planner-confirmations", "1"]
+             s.topic_shard_maps, "--planner-interval-ms", "200", "--planner-evidence-steps", "0"]
     proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "planner", *flags], env=env)
     try:
         wait_for(lambda: len(read_maps(s)) >= 2, timeout=30)

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from dash_app.sqlhttp import SqlServer, native
-from infra.broker import free_port
 from shardsense.clickhouse import connect
+from shardsense.net import free_port
 from shardsense.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Planner service glue without a broker: publish/adopt, retry, bandwidth learning, rejects."""
+"""Planner service glue without a broker: routing by job, publish, retry, learning, rejects."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
-import planner_service.service as service
+from planner_service.jobs import JobTable
+from planner_service.learning import TransferProbe
+from planner_service.policy import PolicyConfig
 from planner_service.service import Planner
 from planner_service.sink import MemorySink
-from shardsense.events import Prediction, ShardMap, decode
+from shardsense.events import Prediction, ShardMap, decode, encode
 
 pytestmark = pytest.mark.unit
 
@@ -58,64 +60,105 @@ class FakeMessage:
         return 7
 
 
-def make_planner(monkeypatch: pytest.MonkeyPatch) -> tuple[Planner, MemorySink]:
+def base_map(job: str) -> ShardMap:
+    return ShardMap.build(job, 1, [[0, 1, 2, 3], [4, 5, 6, 7]], [16, 16], num_samples=10_000,
+                          worker_id=0)
+
+
+def feed(planner: Planner, job: str, speeds: tuple[float, ...], step: int = 5) -> None:
+    """One prediction per rank through the planner's own message handling."""
+    s = planner.settings
+    for rank, tps in enumerate(speeds):
+        p = Prediction(job, rank, f"e{job}{rank}{step}", time.time(), time_per_sample_s=tps,
+                       based_on_step=step)
+        planner._handle(FakeMessage(s.topic_predictions, encode(p), job.encode()),
+                        FakeProducer())
+
+
+def make_planner(**over: Any) -> tuple[Planner, MemorySink]:
     from shardsense.settings import Settings
 
-    monkeypatch.setattr(service, "MEASURE_AFTER_S", 0.0)
-    s = Settings.from_env({}, job_id="job-u", planner_confirmations=1,
-                          planner_smoothing_pct=100)
+    s = Settings.from_env({}, job_id="job-u", planner_evidence_steps=0,
+                          planner_smoothing_pct=100, planner_debounce_ms=0, **over)
     sink = MemorySink()
     planner = Planner(s, sink=sink)
-    base = ShardMap.build("job-u", 1, [[0, 1, 2, 3], [4, 5, 6, 7]], [16, 16],
-                          num_samples=10_000, worker_id=0)
-    planner.policy.observe_map(base)
-    for rank, tps in ((0, 0.01), (1, 0.03)):
-        planner.policy.observe_prediction(
-            Prediction("job-u", rank, f"e{rank}", time.time(), time_per_sample_s=tps))
+    planner.probe = TransferProbe(sink, after_s=0.0)
+    for job in ("job-u", "job-v"):
+        planner._handle(FakeMessage(s.topic_shard_maps, encode(base_map(job)), job.encode()),
+                        FakeProducer())
     return planner, sink
 
 
-def test_publish_adopts_records_and_learns_bandwidth(monkeypatch: pytest.MonkeyPatch) -> None:
-    planner, sink = make_planner(monkeypatch)
+def test_every_job_is_planned_on_its_own_and_moves_are_learnt() -> None:
+    planner, sink = make_planner()
+    feed(planner, "job-u", (0.01, 0.03))
+    feed(planner, "job-v", (0.02, 0.02))
+    # Rank 0 will receive 2 shards and wait 0.2 s more than before: 0.1 s per shard.
+    sink.waits = {0: 0.2}
     producer = FakeProducer()
-    decision = planner._evaluate(producer)
-    assert decision is not None and decision.outcome == "published"
-    ((topic, key, value),) = producer.sent
+    planner._tick(producer)  # publishes, then submits the measurement (due at once here)
+    ((topic, key, value),) = producer.sent  # job-v is balanced already
     assert topic == planner.settings.topic_shard_maps and key == b"job-u"
     sent = decode(value, expect=ShardMap)
     assert isinstance(sent, ShardMap) and sent.batch_sizes == [24, 8]
-    assert planner.policy.base == sent and sink.maps == [sent] and sink.decisions == [decision]
-    # Rank 0 received 2 shards (16 MiB) and waited 0.16 s more than before: 100 MB/s.
-    sink.waits = {0: 2 * planner.settings.planner_shard_bytes / 100e6}
-    planner._learn_bandwidth()  # submits the query
-    assert planner._measuring is not None
-    planner._measuring.result(5)
-    planner._learn_bandwidth()  # applies it
-    assert planner.policy.bandwidth.samples == 1
-    assert planner.policy.bandwidth.bps == pytest.approx(100e6)
+    u = planner.jobs.get("job-u")
+    assert u is not None and u.policy.base == sent and sink.maps == [sent]
+    assert [d.outcome.value for d in sink.decisions] == ["published", "skipped"]
+    for _ in range(100):
+        planner.probe.poll(planner._learned)  # applies it once done
+        if u.policy.move_cost.samples:
+            break
+        time.sleep(0.01)
+    assert u.policy.move_cost.shard_s == pytest.approx(0.05)  # half-way from the 0 prior
 
 
-def test_failed_publish_is_not_adopted_and_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    planner, sink = make_planner(monkeypatch)
-    assert planner._evaluate(FakeProducer(fail="broker down")) is None
-    assert planner.policy.base is not None and planner.policy.base.map_version == 1
+def test_failed_publish_is_not_adopted_and_is_retried() -> None:
+    planner, sink = make_planner()
+    feed(planner, "job-u", (0.01, 0.03))
+    assert planner._evaluate("job-u", FakeProducer(fail="broker down")) is None
+    u = planner.jobs.get("job-u")
+    assert u is not None and u.policy.base is not None and u.policy.base.map_version == 1
     assert sink.decisions == [] and sink.maps == []
-    retry = planner._evaluate(FakeProducer())
+    retry = planner._evaluate("job-u", FakeProducer())
     assert retry is not None and retry.map_version == 2
 
 
-def test_bad_prediction_is_dead_lettered_and_other_jobs_ignored(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    planner, _ = make_planner(monkeypatch)
+def test_skipped_decisions_are_stored_at_most_once_per_interval() -> None:
+    planner, sink = make_planner(planner_interval_ms=60_000)
+    for step in range(5, 10):
+        feed(planner, "job-v", (0.02, 0.02), step=step)
+        planner._evaluate("job-v", FakeProducer())
+    assert planner.stats["decisions"] == 5
+    assert [d.outcome.value for d in sink.decisions] == ["skipped"]
+
+
+def test_bad_prediction_is_dead_lettered_with_its_job() -> None:
+    planner, _ = make_planner()
     s = planner.settings
     producer = FakeProducer()
     planner._handle(FakeMessage(s.topic_predictions, b'{"v":1,"job_id":"job-u"}'), producer)
-    planner._handle(FakeMessage(s.topic_predictions, b'{"v":1,"job_id":"other"}'), producer)
-    other = ShardMap.build("other", 9, [[0]], [1])
-    from shardsense.events import encode
-
-    planner._handle(FakeMessage(s.topic_shard_maps, encode(other), b"other"), producer)
-    assert planner.stats["invalid"] == 2 and planner.stats["maps"] == 0
+    assert planner.stats["invalid"] == 1
     ((topic, key, value),) = producer.sent
     assert topic == s.topic_dead_letters and key == b"job-u" and b"unknown_kind" in value
+
+
+def test_job_table_debounces_sweeps_and_expires() -> None:
+    now = [100.0]
+    jobs = JobTable(PolicyConfig(), debounce_s=0.05, interval_s=1.0, idle_s=10.0,
+                    clock=lambda: now[0])
+    a = jobs.policy("a", partition=0)
+    jobs.policy("b", partition=1)
+    assert jobs.policy("a", partition=0) is a  # same job, same policy
+    jobs.touch("a")
+    jobs.touch("a")  # a second input does not postpone the first one's evaluation
+    now[0] += 0.05
+    assert jobs.due() == ["a"]
+    assert jobs.next_due() == pytest.approx(0.95)
+    now[0] += 1.0
+    assert sorted(jobs.due()) == ["a", "b"]  # the sweep
+    assert jobs.drop_partitions({1}) == ["b"] and len(jobs) == 1
+    a.observe_map(base_map("a"))  # input keeps it alive
+    now[0] += 9.0
+    assert jobs.expire() == []
+    now[0] += 2.0
+    assert jobs.expire() == ["a"] and len(jobs) == 0

@@ -165,6 +165,8 @@ class FakeClient:
         self.rows = rows
 
     def query(self, sql, parameters=None):
+        if "count()" in sql:  # the retrain policy's row count
+            return SimpleNamespace(result_rows=[(len(self.rows),)])
         if "epoch, last_step" in sql:  # the warm start
             return SimpleNamespace(result_rows=[("job", w, 0, i, tps, s, e)
                                                 for i, (w, tps, s, e) in enumerate(self.rows)])
@@ -254,3 +256,29 @@ def test_hook_stores_and_publishes_keyed_by_job(tmp_path) -> None:
     assert ("worker_features", 4, 15) in inserts and ("predictions", 4, 15) in inserts
     assert len(hook.producer.sent) == 8 and hook.stats["predictions"] == 8
     assert {key for _t, key, _v in hook.producer.sent} == {b"job"}
+
+
+def test_predictions_carry_the_recurrence_forecast(tmp_path) -> None:
+    """A co-tenant burst (rank 1 2x for 50 of every 150 steps): the predictions forecast
+    the coming changes in seconds, with a confidence, and decode as valid events."""
+    from shardsense.events import Prediction, decode, encode
+
+    p = _predictor(tmp_path)
+    rng = np.random.default_rng(7)
+    per = 10
+    for r in range(100):  # 1,000 steps
+        batch = []
+        for w in range(4):
+            steps = np.arange(r * per, (r + 1) * per)
+            f = np.where((w == 1) & (steps % 150 < 50), 2.0, 1.0)
+            batch.append(_report("job", w, r * per, (1e-3 * f * rng.lognormal(0, 0.03, per)
+                                                     ).tolist()))
+        _, preds = p.update(batch, now=float(r))
+    burst = next(x for x in preds if x.worker_id == 1)
+    flat = next(x for x in preds if x.worker_id == 0)
+    assert burst.model_versions["recurrence"] == "recurring:150"
+    assert burst.forecast_offsets and burst.forecast_confidence > 0.5
+    assert (burst.based_on_step + burst.forecast_offsets[0]) % 150 in (0, 50)
+    assert {round(v * 1e3) for v in burst.forecast_time_per_sample_s} == {1, 2}
+    assert flat.forecast_offsets == [] and flat.forecast_confidence == 0.0
+    assert decode(encode(burst), expect=Prediction) == burst

@@ -61,10 +61,106 @@ def test_mid_epoch_map_applies_at_an_agreed_step_and_batches_follow_it():
                          num_samples=103)
     steps = run_epoch(rt, on_step=lambda s: maps.publish(new) if s == 1 else None)
     sizes = [[len(b) for b in per_rank] for per_rank in steps]
-    # published after step 1; seen at the sync point of step 2; applies one interval later
-    assert sizes[:4] == [[4, 4, 4]] * 4 and sizes[4:] == [[6, 4, 2]] * (len(steps) - 4)
+    # published after step 1; seen at the sync point of step 2, before any rank drew step 2:
+    # it applies at step 2 itself
+    assert sizes[:2] == [[4, 4, 4]] * 2 and sizes[2:] == [[6, 4, 2]] * (len(steps) - 2)
     assert len(set(flat(steps))) == len(flat(steps)) == 96
-    assert [r.map_version for r in rt.sinks[0].records][3:5] == [1, 2]
+    assert [r.map_version for r in rt.sinks[0].records][1:3] == [1, 2]
+
+
+SHARDS_3 = [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+def at(version, sizes, epoch=0, step=0, shards=SHARDS_3):
+    """A small map (owners kept) asking to apply from ``(epoch, step)``."""
+    return ShardMap.build("default", version, shards, sizes, apply_epoch=epoch, apply_step=step)
+
+
+def publisher(maps, when):
+    """on_step hook: publish ``when[step]`` after that step's batches (rank 0 has it next step)."""
+    return lambda step: maps.publish(when[step]) if step in when else None
+
+
+def sizes_of(steps):
+    return [tuple(len(b) for b in per_rank) for per_rank in steps]
+
+
+def test_a_map_published_ahead_applies_exactly_at_its_step():
+    maps = InMemoryMapSource()
+    rt = make(n=400, maps=maps, sync_every=4)  # 33 steps
+    # v2 asks for step 5 and is seen at the sync point of step 4; v3 asks for 13, seen at 8
+    when = {2: at(2, [6, 4, 2], step=5), 6: at(3, [2, 4, 6], step=13)}
+    sizes = sizes_of(run_epoch(rt, publisher(maps, when)))
+    assert sizes == [(4, 4, 4)] * 5 + [(6, 4, 2)] * 8 + [(2, 4, 6)] * 20
+    assert [s for s, _ in rt._plan] == [0, 5, 13]
+
+
+@pytest.mark.parametrize(("v6_step", "expected"), [
+    (10, [(4, 4, 4)] * 10 + [(2, 4, 6)] * 23),  # v6 before v5: v6 from 10, v5 never
+    (18, [(4, 4, 4)] * 18 + [(2, 4, 6)] * 15),  # v6 after v5: it replaces v5 all the same
+])
+def test_a_newer_map_replaces_a_scheduled_one_and_applies_where_it_asks(v6_step, expected):
+    maps = InMemoryMapSource()
+    rt = make(n=400, maps=maps, sync_every=4)
+    # v5 is scheduled at step 14 at the sync point of step 4; v6 arrives before 14 (sync 8)
+    when = {1: at(5, [6, 4, 2], step=14), 5: at(6, [2, 4, 6], step=v6_step)}
+    assert sizes_of(run_epoch(rt, publisher(maps, when))) == expected
+    assert 5 not in {r.map_version for r in rt.sinks[0].records}
+
+
+def test_a_map_whose_point_passed_applies_at_the_next_sync_step():
+    maps = InMemoryMapSource()
+    rt = make(n=400, maps=maps, sync_every=4)
+    rt.epoch_end(0)  # epoch 1 now: a map for epoch 0 step 20 is late
+    sizes = sizes_of(run_epoch(rt, publisher(maps, {9: at(2, [6, 4, 2], epoch=0, step=20)})))
+    assert sizes == [(4, 4, 4)] * 12 + [(6, 4, 2)] * 21
+
+
+def test_a_map_for_a_later_epoch_waits_and_a_restart_replays_it():
+    def trace(restart_at: int | None) -> list[list[list[int]]]:
+        maps = InMemoryMapSource()
+        rt = make(n=200, maps=maps, sync_every=4)  # 16 steps
+        box = {}
+
+        def hook(step):
+            if step == 1:  # decided at the sync point of step 4, held for epoch 2
+                maps.publish(at(2, [6, 4, 2], epoch=2, step=6))
+            if step == restart_at:
+                box["state"] = rt.state_dict()
+
+        out = run_epoch(rt, hook)
+        if restart_at is not None:
+            decided = box["state"]["ahead"] is not None
+            assert decided == (restart_at >= 4)
+            # once decided, a fresh source will do: replay needs only the state
+            rt = make(n=200, maps=InMemoryMapSource() if decided else maps, sync_every=4)
+            rt.load_state_dict(box["state"])
+            out = out[: restart_at + 1] + run_epoch(rt)
+        for epoch in (0, 1):
+            rt.epoch_end(epoch)
+            if epoch == 0:
+                out += run_epoch(rt)
+        return out + run_epoch(rt)
+
+    full = trace(None)
+    assert sizes_of(full) == [(4, 4, 4)] * (32 + 6) + [(6, 4, 2)] * 10
+    assert full == trace(9) == trace(2)
+    assert len(set(flat(full[32:]))) == len(flat(full[32:])) == 16 * 12
+
+
+@pytest.mark.parametrize("sync_every", [4, 8])
+def test_a_map_is_in_force_within_one_sync_interval_and_exactly_when_asked(sync_every):
+    from benchmarks.map_lead import events, run_sim, summarise
+
+    aheads = [None, sync_every // 2, sync_every]
+    evs, steps = events(sync_every, 0, list(range(sync_every)), aheads)
+    rows = {r["ahead"]: r for r in summarise(evs, run_sim(4, sync_every, 0, evs, steps))}
+    assert all(r["missing"] == 0 for r in rows.values())
+    # at once: from the step rank 0 has it to the next sync step, the step itself included
+    assert rows[None]["delay_max"] == sync_every - 1
+    assert rows[None]["delay_mean"] == (sync_every - 1) / 2
+    assert rows[sync_every]["error_max"] == 0  # asked a sync interval ahead: exactly then
+    assert 0 < rows[sync_every // 2]["error_max"] < sync_every // 2  # short notice: late
 
 
 def test_old_duplicate_and_broken_maps_are_ignored_or_rejected_with_a_reason(caplog):
@@ -175,14 +271,32 @@ def test_package_imports_do_not_import_torch():
 # ---------------------------------------------------------------- property: runtime
 
 
-def random_map(data, version, world, batch, shards=10):
+def random_map(data, version, world, batch, shards=10, point=(0, 0)):
     owner = data.draw(st.lists(st.integers(0, world - 1), min_size=shards, max_size=shards))
     cuts = sorted(data.draw(st.lists(st.integers(1, batch - 1), min_size=world - 1,
                                      max_size=world - 1, unique=True)))
     bounds = [0, *cuts, batch]
     return ShardMap.build("default", version,
                           [[s for s in range(shards) if owner[s] == r] for r in range(world)],
-                          [bounds[i + 1] - bounds[i] for i in range(world)], num_samples=0)
+                          [bounds[i + 1] - bounds[i] for i in range(world)], num_samples=0,
+                          apply_epoch=point[0], apply_step=point[1])
+
+
+def asked_point(data, epoch, steps):
+    """Where a map asks to apply: at once, or anywhere from last epoch to past this one's end."""
+    if data.draw(st.integers(0, 2), label="asks at once") == 0:
+        return (0, 0)
+    return (max(0, epoch + data.draw(st.integers(-1, 1), label="epoch offset")),
+            data.draw(st.integers(0, steps + 2), label="apply step"))
+
+
+def expected_point(asked, visible, sync, steps):
+    """The runtime's rule, restated: from the first decision at or after ``visible``."""
+    epoch, step = visible
+    sync_step = -(-step // sync) * sync  # the loader's next sync point (step 0 has none)
+    decision = (epoch, sync_step) if 0 < sync_step < steps else (epoch + 1, 0)
+    epoch, step = max(asked, decision)
+    return (epoch + 1, 0) if step >= steps else (epoch, step)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -193,15 +307,19 @@ def test_exactly_once_under_random_maps_restarts_and_world_changes(data):
     seed = data.draw(st.integers(0, 10_000), label="seed")
     shards = data.draw(st.integers(1, 24), label="num_shards")
     sync = data.draw(st.integers(1, 4), label="sync_every")
+    limit = data.draw(st.sampled_from([0.25, 1.0]), label="mid_epoch_move_limit")
     maps = InMemoryMapSource()
 
     def runtime(world):
         return ShardSenseRuntime(list(range(n)), num_shards=shards, num_workers=world,
                                  global_batch_size=batch, seed=seed, sync_every=sync,
-                                 maps=maps, loader=AS_LISTS)
+                                 maps=maps, loader=AS_LISTS, mid_epoch_move_limit=limit)
 
     rt = runtime(data.draw(st.integers(1, 4), label="world"))
-    for epoch in range(2):
+    mine: dict[int, tuple[tuple[int, int], tuple[int, int], int]] = {}  # asked, expected, epoch
+    bad: set[int] = set()
+    in_force: list[tuple[int, int, int]] = []  # (epoch, step, version) of every step run
+    for epoch in range(3):
         seen: list[int] = []
         iters = [iter(rt.get_dataloader(r)) for r in range(rt.world.size)]
         while True:
@@ -211,17 +329,22 @@ def test_exactly_once_under_random_maps_restarts_and_world_changes(data):
             assert all(b is not None for b in batches), "ranks disagree on the step count"
             sizes = rt._schedule.assignment_at(rt.step - 1).batch_sizes
             assert [len(b) for b in batches] == list(sizes)
+            in_force.append((epoch, rt.step - 1, rt.map_version))
             seen.extend(i for b in batches for i in b)
-            action = data.draw(st.sampled_from(["none", "none", "map", "bad", "old", "restart"]))
+            action = data.draw(st.sampled_from(["none", "map", "map", "bad", "old", "restart"]))
             event(action)
             version = (maps.latest() or random_map(data, 1, 1, batch, shards)).map_version
             if action == "map":
-                maps.publish(random_map(data, version + 1, rt.world.size, batch, shards))
+                asked = asked_point(data, epoch, rt.steps_per_epoch)
+                maps.publish(random_map(data, version + 1, rt.world.size, batch, shards, asked))
+                mine[version + 1] = (asked, expected_point(asked, (epoch, rt.step), sync,
+                                                           rt.steps_per_epoch), epoch)
             elif action == "bad":
                 good = random_map(data, version + 1, rt.world.size, batch, shards)
                 twice = [list(own) for own in good.shards]
                 twice[0].append(next(s for own in good.shards for s in own))
                 maps.publish(dataclasses.replace(good, shards=twice))
+                bad.add(version + 1)
             elif action == "old":
                 maps.publish(random_map(data, max(1, version - 1), rt.world.size, batch, shards))
             elif action == "restart":
@@ -233,21 +356,40 @@ def test_exactly_once_under_random_maps_restarts_and_world_changes(data):
         assert len(seen) == len(set(seen)) == (n // batch) * batch
         assert set(seen) <= set(range(n))
         rt.epoch_end(epoch)
+    versions = [v for _, _, v in in_force]
+    assert versions == sorted(versions), "an older map applied after a newer one"
+    assert not bad & set(versions), "a broken map applied"
+    first: dict[int, tuple[int, int]] = {}
+    for e, s, v in in_force:
+        first.setdefault(v, (e, s))
+    for v, applied in first.items():
+        if v in mine:
+            asked, expected, published = mine[v]
+            event("a map published here applied" + (" at its own point" if applied == asked
+                                                     else ""))
+            if applied == asked and applied[0] > published:
+                event("a map published ahead applied at its point in a later epoch")
+            assert applied >= asked, f"map v{v} asked for {asked}, applied at {applied}"
+            if limit == 1.0:  # no reshard waits for an epoch end
+                assert applied == expected, f"map v{v} asked {asked}: {applied} != {expected}"
 
 
 def test_prefetching_worker_processes_never_see_a_map_change_they_already_passed():
     maps = InMemoryMapSource()
-    rt = make(world=2, batch=8, maps=maps,
+    rt = make(n=200, world=2, batch=8, maps=maps, sync_every=8,  # 25 steps
               loader=LoaderOptions(loader_workers=2, prefetch_factor=2, collate_fn=list))
-    new = ShardMap.build("default", 2, maps.latest().shards, [6, 2])
-    steps = run_epoch(rt, on_step=lambda s: maps.publish(new) if s == 0 else None)
-    sizes = [[len(b) for b in per_rank] for per_rank in steps]
-    # seen at the sync point of step 2; 4 batches may be in flight: applies at step 6
-    assert sizes[:6] == [[4, 4]] * 6 and sizes[6:] == [[6, 2]] * (len(steps) - 6)
+    owners = maps.latest().shards
+    when = {0: at(2, [6, 2], shards=owners),  # seen at step 8; 4 batches in flight: step 12
+            13: at(3, [2, 6], step=22, shards=owners),  # seen at 16: its own step, 22
+            17: at(4, [3, 5], epoch=1, step=2, shards=owners)}  # seen at 24: next epoch
+    steps = run_epoch(rt, publisher(maps, when))
+    assert sizes_of(steps) == [(4, 4)] * 12 + [(6, 2)] * 10 + [(2, 6)] * 3
     assert len(set(flat(steps))) == len(flat(steps)) == rt.steps_per_epoch * 8
     rt.epoch_end(0)
-    again = flat(run_epoch(rt))  # the persistent workers serve the next epoch too
-    assert len(set(again)) == len(again) == rt.steps_per_epoch * 8 and again != flat(steps)
+    again = run_epoch(rt)  # the persistent workers serve the next epoch too
+    assert sizes_of(again) == [(2, 6)] * 2 + [(3, 5)] * 23
+    assert len(set(flat(again))) == len(flat(again)) == rt.steps_per_epoch * 8
+    assert flat(again) != flat(steps)
     rt.close()
 
 

@@ -152,6 +152,22 @@ def test_schedule_refuses_to_rewrite_simulated_steps():
         sched.schedule(1, Assignment(2, ((1,), (0,)), (1, 1)))
 
 
+def test_withdrawing_planned_maps_keeps_simulated_steps_and_step_0():
+    a, b, c = (Assignment(v, ((0,), (1,)), (1, 1)) for v in (1, 2, 3))
+    sched = EpochSchedule([8, 8], [0, 1], 2, a)
+    sched.schedule(3, b)
+    sched.schedule(6, c)
+    sched.segments(0, 1)  # steps 0 and 1 simulated
+    assert sched.withdraw(4) == [6] and sched.planned() == [(0, a), (3, b)]
+    assert sched.withdraw(2) == [3] and sched.planned() == [(0, a)]
+    sched.schedule(5, c)
+    sched.segments(0, 5)
+    with pytest.raises(RuntimeError, match="already simulated"):
+        sched.withdraw(4)
+    with pytest.raises(ValueError, match="from_step"):
+        sched.withdraw(0)
+
+
 def test_dropped_tail_differs_between_epochs():
     vs = VirtualShards(103, 10)
     a = Assignment(1, (tuple(range(5)), tuple(range(5, 10))), (5, 5))
