@@ -27,7 +27,8 @@ from stream_processors.batching import Batcher
 from stream_processors.pipeline import Batch, Pipeline, ReportHook
 from stream_processors.transport import Transport
 
-__all__ = ["ProcessorThread", "ReportHook", "consumer_group", "create_app", "run_worker"]
+__all__ = ["ProcessorThread", "ReportHook", "consumer_group", "create_app", "ingest_batches",
+           "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -91,46 +92,54 @@ def create_app(
 
     @app.agent(timings, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        # noack(): the stream never acks on its own; a batch is acked once stored, so
-        # a stop or crash mid-batch commits none of it (tests/integration/
-        # test_processor_stop.py, test_processor_restart.py).
-        source = stream.noack()  # type: ignore[attr-defined]
-        batcher: Batcher[Any] = Batcher(settings.processor_batch_max,
-                                        settings.processor_batch_linger_ms / 1000,
-                                        settings.processor_batch_interval_ms / 1000)
-        reader = asyncio.ensure_future(batcher.fill(source.events()))
-        events: list[Any] = []
-        storing: tuple[asyncio.Future[None], list[Any]] | None = None
-        try:
-            while events := await batcher.take():
-                # batch N+1 is decoded and learnt while batch N is stored
-                batch = await pipeline.prepare(
-                    [(e.message.value, e.message.partition, e.message.offset) for e in events])
-                if storing is not None:
-                    await storing[0]
-                storing = (asyncio.ensure_future(_store_and_ack(batch, events)), events)
-                events = []
-            if storing is not None:
-                await storing[0]
-        finally:
-            reader.cancel()
-            # Unstored messages (the batch being prepared, the one being stored, the
-            # buffer) are marked acked without the consumer's bookkeeping: Faust's
-            # shutdown stops waiting for them and their offsets stay uncommitted, so
-            # they are replayed. (Leans on Faust's Message.acked: re-test on upgrades.)
-            unstored = [*events, *batcher.drain()]
-            if storing is not None and not _stored(storing[0]):
-                storing[0].cancel()
-                unstored += storing[1]
-            for e in unstored:
-                e.message.acked = True
-
-    async def _store_and_ack(batch: Batch, events: list[Any]) -> None:
-        await pipeline.store(batch)
-        for e in events:
-            e.message.ack(app.consumer)
+        await ingest_batches(stream, app, pipeline, settings)
 
     return app
+
+
+async def ingest_batches(stream: faust.StreamT, app: faust.App, pipeline: Pipeline,
+                         settings: Settings) -> None:
+    """The agent's loop: batches as they come, batch N+1 prepared while N is stored.
+
+    ``noack()``: the stream never acks on its own; a batch is acked once stored, so a
+    stop or crash mid-batch commits none of it (tests/integration/
+    test_processor_stop.py, test_processor_restart.py).
+    """
+    source = stream.noack()  # type: ignore[attr-defined]
+    batcher: Batcher[Any] = Batcher(settings.processor_batch_max,
+                                    settings.processor_batch_linger_ms / 1000,
+                                    settings.processor_batch_interval_ms / 1000)
+    reader = asyncio.ensure_future(batcher.fill(source.events()))
+    events: list[Any] = []
+    storing: tuple[asyncio.Future[None], list[Any]] | None = None
+
+    async def store_and_ack(batch: Batch, stored: list[Any]) -> None:
+        await pipeline.store(batch)
+        for e in stored:
+            e.message.ack(app.consumer)
+
+    try:
+        while events := await batcher.take():
+            batch = await pipeline.prepare(
+                [(e.message.value, e.message.partition, e.message.offset) for e in events])
+            if storing is not None:
+                await storing[0]
+            storing = (asyncio.ensure_future(store_and_ack(batch, events)), events)
+            events = []
+        if storing is not None:
+            await storing[0]
+    finally:
+        reader.cancel()
+        # Unstored messages (the batch being prepared, the one being stored, the
+        # buffer) are marked acked without the consumer's bookkeeping: Faust's
+        # shutdown stops waiting for them and their offsets stay uncommitted, so
+        # they are replayed. (Leans on Faust's Message.acked: re-test on upgrades.)
+        unstored = [*events, *batcher.drain()]
+        if storing is not None and not _stored(storing[0]):
+            storing[0].cancel()
+            unstored += storing[1]
+        for e in unstored:
+            e.message.acked = True
 
 
 def _stored(future: asyncio.Future[None]) -> bool:
