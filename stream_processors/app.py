@@ -25,7 +25,7 @@ from shardsense.events import DeadLetter, encode
 from shardsense.settings import Settings
 from stream_processors.batching import Batcher
 from stream_processors.pipeline import Batch, Pipeline, ReportHook
-from stream_processors.transport import Transport
+from stream_processors.transport import Transport, stream_events
 
 __all__ = ["ProcessorThread", "ReportHook", "consumer_group", "create_app", "ingest_batches",
            "run_worker"]
@@ -101,15 +101,14 @@ async def ingest_batches(stream: faust.StreamT, app: faust.App, pipeline: Pipeli
                          settings: Settings) -> None:
     """The agent's loop: batches as they come, batch N+1 prepared while N is stored.
 
-    ``noack()``: the stream never acks on its own; a batch is acked once stored, so a
-    stop or crash mid-batch commits none of it (tests/integration/
-    test_processor_stop.py, test_processor_restart.py).
+    Events come from the stream's channel (``transport.stream_events``), acked by
+    nobody but this loop: a batch once stored, so a stop or crash mid-batch commits
+    none of it (tests/integration/test_processor_stop.py, test_processor_restart.py).
     """
-    source = stream.noack()  # type: ignore[attr-defined]
     batcher: Batcher[Any] = Batcher(settings.processor_batch_max,
                                     settings.processor_batch_linger_ms / 1000,
                                     settings.processor_batch_interval_ms / 1000)
-    reader = asyncio.ensure_future(batcher.fill(source.events()))
+    reader = asyncio.ensure_future(batcher.fill(stream_events(stream, app)))
     events: list[Any] = []
     storing: tuple[asyncio.Future[None], list[Any]] | None = None
 
