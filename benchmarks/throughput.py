@@ -1,250 +1,340 @@
-"""End-to-end throughput benchmark: producer -> Kafka -> processor -> rows in ClickHouse.
+"""``shardsense throughput``: the largest fleet the processor keeps up with, and its costs.
 
-Runs the real Faust processor (with the learning hook) against the embedded
-broker and an in-process chDB, unless ``--kafka-bootstrap``/``--clickhouse-url``
-point elsewhere. Two phases in one run:
-
-1. *capacity*: a backlog of ``--backlog`` timings is produced first, then the
-   processor starts; rows/s while it drains (its maximum rate here).
-2. *paced*: ``--rate`` timings/s for ``--seconds`` while the processor runs;
-   achieved rows/s and report -> row latency (``ingest_ts - report_ts``) p50/p99.
-
-Timings are packed ``--per-report`` to a message (the processor pays per message).
+A fleet is jobs x ranks x steps/s (``benchmarks.fleetload``): every rank's
+timings are shipped by the timing sink's own flush policy and packing, keyed by
+job. Fleets of growing size are paced in real time against ``--instances``
+processor processes (``shardsense processor``, one consumer group, each its own
+chDB path: chDB allows one process per path; with an ``http://`` ClickHouse
+they would share one). A fleet is *kept up* when every timing is stored and the
+report -> row p99 (ClickHouse ``ingest_ts - report_ts``) is under ``--goal-p99-s``;
+report -> prediction published is measured by a consumer tapping the
+predictions topic. Each run prints the processor's cost per stage (its own
+counters) and the CPU it used; the scale-out runs print beside the single
+instance's, measured in the same invocation on the same broker.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import multiprocessing
 import os
+import signal
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from benchmarks import churn
+from benchmarks.fleetload import Fleet, FleetRun, run_fleet
+from benchmarks.processes import ProcessorProcess, cpu_seconds, read_store
 from shardsense.settings import Settings
 
-__all__ = ["main", "payloads"]
+__all__ = ["Result", "balanced_jobs", "main"]
 
 
-def payloads(job: str, workers: int, per_report: int, seed: int = 0) -> list[bytes]:
-    """Per worker, the JSON of a ``timings`` object (pre-encoded: the producer must not
-    be what is measured). Each report still gets its own event id and timestamp."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for w in range(workers):
-        n = per_report
-        compute = (0.01 * (1 + 0.5 * (w == 0)) * rng.lognormal(0, 0.05, n)).round(6)
-        cols = {
-            "epoch": [0] * n, "step": list(range(n)), "samples": [32] * n,
-            "data_wait_s": (compute * 0.1).round(6).tolist(), "compute_s": compute.tolist(),
-            "map_version": [1] * n, "end_ts": [1.7e9 + i * 0.01 for i in range(n)],
-        }
-        out.append(json.dumps(cols, separators=(",", ":")).encode())
+def balanced_jobs(tag: str, n: int, partitions: int) -> list[str]:
+    """``n`` job ids whose murmur2 partitions go round-robin over ``partitions``.
+
+    Real job ids hash wherever they hash; a benchmark with a handful of jobs places
+    them evenly, so two instances get equal shares.
+
+    >>> from aiokafka.partitioner import murmur2
+    >>> [(murmur2(j.encode()) & 0x7FFFFFFF) % 4 for j in balanced_jobs("t", 5, 4)]
+    [0, 1, 2, 3, 0]
+    """
+    from aiokafka.partitioner import murmur2
+
+    out: list[str] = []
+    k = 0
+    while len(out) < n:
+        name = f"{tag}-{k}"
+        if (murmur2(name.encode()) & 0x7FFFFFFF) % partitions == len(out) % partitions:
+            out.append(name)
+        k += 1
     return out
 
 
-def _message(job: str, worker: int, timings_json: bytes) -> bytes:
-    head = (f'{{"v":1,"kind":"timing_report","job_id":"{job}","worker_id":{worker},'
-            f'"event_id":"{uuid.uuid4().hex}","ts":{time.time():.6f},"host":"bench","timings":')
-    return head.encode() + timings_json + b"}"
+class PredictionTap:
+    """Reads the predictions topic from its end: report -> prediction published latency,
+    and which processor instance served each job (``model_versions["instance"]``).
+    With ``keep``, every prediction is kept by event id (tests)."""
+
+    def __init__(self, settings: Settings, keep: bool = False) -> None:
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        from shardsense.kafka import consumer_config
+
+        # a short fetch wait: the embedded broker answers an empty fetch only at its end
+        self.consumer = Consumer(consumer_config(settings, f"tap-{uuid.uuid4().hex[:8]}",
+                                                 **{"fetch.wait.max.ms": 10}))
+        self.consumer.assign([TopicPartition(settings.topic_predictions, p, OFFSET_END)
+                              for p in range(settings.topic_partitions)])
+        self.keep = keep
+        self.latency_s: list[tuple[float, float]] = []  # (report ts, latency)
+        self.instances: dict[str, set[str]] = {}
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-tap", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import orjson
+
+        while not self._stop.is_set():
+            for msg in self.consumer.consume(500, 0.005):
+                if msg.error() or msg.value() is None:
+                    continue
+                now = time.time()
+                p = orjson.loads(msg.value() or b"{}")
+                self.latency_s.append((p["ts"], now - p["ts"]))
+                where = p.get("model_versions", {}).get("instance", "?")
+                self.instances.setdefault(p["job_id"], set()).add(where)
+                if self.keep:
+                    self.by_id[p["event_id"]] = p
+
+    def instance_of(self, event_id: str) -> str | None:
+        """The instance that published prediction ``event_id`` (with ``keep``)."""
+        p = self.by_id.get(event_id)
+        return None if p is None else str(p.get("model_versions", {}).get("instance"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.consumer.close()
 
 
-def _produce(settings: Settings, bodies: list[bytes], total: int, rate: float) -> int:
-    """Produce ``total`` timings (rate-limited if ``rate`` > 0); returns messages sent."""
-    from confluent_kafka import Producer
+@dataclass
+class Result:
+    """One fleet against one set of instances."""
 
-    from shardsense.kafka import producer_config
-    from shardsense.topics import timing_key
+    fleet: Fleet
+    instances: int
+    sent: FleetRun
+    stored: int = 0
+    unique: int = 0
+    row_p50: float = math.nan
+    row_p99: float = math.nan
+    pred_p50: float = math.nan
+    pred_p99: float = math.nan
+    cores: float = math.nan
+    stages: dict[str, float] = field(default_factory=dict)
+    split: list[int] = field(default_factory=list)  # jobs served per instance
 
-    producer = Producer(producer_config(settings, **{"linger.ms": 5}))
-    per = len(json.loads(bodies[0])["step"])
-    messages = total // per
-    start = time.perf_counter()
-    for i in range(messages):
-        if i == 1 and rate > 0:
-            # A fresh idempotent producer's first delivery waits ~0.5 s for its
-            # producer id (embedded broker); a trainer pays that once at start-up.
-            # Pace from here, so the ~25 reports queued behind it in the first
-            # half second are not what the latency percentiles measure.
-            producer.flush(30)
-            start = time.perf_counter() - per / rate
-        if rate > 0:
-            due = start + i * per / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        w = i % len(bodies)
-        while True:
-            try:
-                producer.produce(settings.topic_timings, _message(settings.job_id, w, bodies[w]),
-                                 key=timing_key(settings.job_id, w))
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    producer.flush(60)
-    return messages
+    def kept_up(self, goal_s: float) -> bool:
+        return self.stored == self.sent.timings == self.unique and self.row_p99 < goal_s
 
 
-def _count(client: Any, job: str) -> int:
-    return int(client.query("SELECT count() FROM batch_timings WHERE job_id = {j:String}",
-                            parameters={"j": job}).result_rows[0][0])
+def _quantile(hist: dict[float, int], q: float) -> float:
+    """The q-quantile of a {value: count} histogram."""
+    total = sum(hist.values())
+    if not total:
+        return math.nan
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= q * total:
+            return value
+    return max(hist)
 
 
-def _wait_rows(client: Any, job: str, expected: int, timeout: float) -> float:
-    """Seconds until ``expected`` rows are in (raw table; dedup checked at the end)."""
-    start = time.perf_counter()
-    while _count(client, job) < expected:
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError(f"only {_count(client, job)} of {expected} rows after {timeout}s")
-        time.sleep(0.05)
-    return time.perf_counter() - start
+STORE_SQL = {
+    "latency": "SELECT round(d, 3), count() FROM (SELECT event_id, min(toFloat64(ingest_ts))"
+               " - any(toFloat64(report_ts)) AS d FROM batch_timings WHERE job_id LIKE {tag:String}"
+               " AND report_ts >= fromUnixTimestamp64Micro({since:Int64}) GROUP BY event_id)"
+               " GROUP BY 1",
+    "counts": "SELECT count(), uniqExact(event_id, seq) FROM v_batch_timings"
+              " WHERE job_id LIKE {tag:String}",
+}
 
 
-def _stages(stats: dict[str, float], hook_stats: list[dict[str, float]]) -> str:
-    """Where the processor's time went, per batch, from its own counters."""
-    n = max(stats.get("batches", 0), 1)
-    parts = [f"{stats.get('batches', 0):.0f} batches of {stats.get('timings', 0) / n:,.0f} "
-             f"timings; per batch: route {1e3 * stats.get('route_s', 0) / n:.1f} ms, "
-             f"store {1e3 * stats.get('store_s', 0) / n:.1f} ms, "
-             f"hooks {1e3 * stats.get('hooks_s', 0) / n:.1f} ms"]
-    for hs in hook_stats:
-        parts.append(" + ".join(f"{k[:-2]} {1e3 * v / n:.1f} ms" for k, v in hs.items()
-                                if k.endswith("_s")))
-    return " (".join(parts) + ")" * (len(parts) - 1)
+def _stores(chdb: list[str], tag: str, since: float) -> tuple[dict[float, int], int, int]:
+    """Latency histogram and (rows, unique rows) over every instance's store."""
+    hist: dict[float, int] = {}
+    rows = unique = 0
+    for url in chdb:
+        got = read_store(url, STORE_SQL, {"tag": f"{tag}-f-%", "since": int(since * 1e6)})
+        for value, count in got["latency"]:
+            hist[float(value)] = hist.get(float(value), 0) + int(count)
+        rows += int(got["counts"][0][0])
+        unique += int(got["counts"][0][1])
+    return hist, rows, unique
+
+
+def _stages(stats: list[dict[str, Any]]) -> dict[str, float]:
+    """Microseconds per report of each stage, and reports per batch, over all instances."""
+    keys = ("route_s", "store_s", "hooks_s")
+    pipe = {k: sum(s.get("pipeline", {}).get(k, 0.0) for s in stats) for k in
+            ("batches", "reports", *keys)}
+    hook = {k: sum(h.get(k, 0.0) for s in stats for h in s.get("hooks", [])) for k in
+            ("update_s", "store_s", "publish_s")}
+    n = max(pipe["reports"], 1)
+    out = {f"{k[:-2]} µs": 1e6 * pipe[k] / n for k in ("route_s", "store_s")}
+    out |= {f"{k[:-2]} µs" if k != "store_s" else "rows µs": 1e6 * v / n for k, v in hook.items()}
+    out["reports/batch"] = pipe["reports"] / max(pipe["batches"], 1)
+    return out
+
+
+def _settings(bootstrap: str, root: Path, partitions: int, tag: str) -> Settings:
+    return Settings.from_env(
+        {}, kafka_bootstrap=bootstrap, data_dir=str(root), job_id=f"{tag}-default",
+        clickhouse_url=f"chdb://{root}/unused", topic_timings=f"{tag}.timings",
+        topic_predictions=f"{tag}.predictions", topic_shard_maps=f"{tag}.maps",
+        topic_dead_letters=f"{tag}.dead", topic_partitions=partitions, processor_retrain_s=0,
+    )
+
+
+def _generate(settings: Settings, fleet: Fleet, seconds: float, jobs: list[str],
+              out: Any) -> None:
+    """The load generator's process: its own interpreter, like a fleet of real ranks."""
+    out.put(run_fleet(settings, fleet, seconds, jobs=jobs))
+
+
+def _ready(tap: PredictionTap, settings: Settings, instances: int, probes: list[str],
+           timeout: float = 90.0) -> None:
+    """Probe every partition until each answers and ``instances`` distinct instances do."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run_fleet(settings, Fleet(jobs=len(probes), ranks=1, steps_per_s=20), 0.3, jobs=probes)
+        time.sleep(1.0)
+        served = {j: tap.instances.get(j, set()) for j in probes}
+        if all(served.values()) and len(set().union(*served.values())) >= instances:
+            return
+    raise TimeoutError(f"only {tap.instances} answered probes of {probes}")
+
+
+def run_one(bootstrap: str, root: Path, fleet: Fleet, instances: int, args: argparse.Namespace
+            ) -> Result:
+    """Start ``instances`` processors, pace ``fleet`` for ``args.seconds``, measure, stop."""
+    from shardsense.kafka import create_topics
+
+    tag = f"tp{uuid.uuid4().hex[:6]}"
+    settings = _settings(bootstrap, root / tag, args.partitions, tag)
+    create_topics(settings)
+    chdb = [f"chdb://{root / tag / f'p{i}' / 'ch'}" for i in range(instances)]
+    procs = [ProcessorProcess(settings.replace(data_dir=str(root / tag / f"p{i}")), url,
+                              root / tag / f"p{i}.log").start() for i, url in enumerate(chdb)]
+    tap = PredictionTap(settings)
+    try:
+        _ready(tap, settings, instances, balanced_jobs(f"{tag}-probe", args.partitions,
+                                                       args.partitions))
+        jobs = balanced_jobs(f"{tag}-f", fleet.jobs, args.partitions)
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_generate, args=(settings, fleet, args.warmup + args.seconds,
+                                                    jobs, queue))
+        cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        child.start()
+        sent: FleetRun = queue.get(timeout=args.warmup + args.seconds + 300)
+        child.join(30)
+        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+        time.sleep(3.0)  # the tail of the load reaches the stores
+    finally:
+        for p in procs:
+            p.signal(signal.SIGTERM, timeout=60)
+        tap.close()
+    since = sent.started + args.warmup
+    hist, stored, unique = _stores(chdb, tag, since)
+    pred_hist: dict[float, int] = {}
+    for ts, d in tap.latency_s:
+        if ts >= since:
+            pred_hist[round(d, 3)] = pred_hist.get(round(d, 3), 0) + 1
+    served = [sum(1 for j in jobs if any(w.endswith(f":{p.pid}") for w in tap.instances.get(j, ())))
+              for p in procs]
+    return Result(fleet, instances, sent, stored, unique, _quantile(hist, 0.5),
+                  _quantile(hist, 0.99), _quantile(pred_hist, 0.5), _quantile(pred_hist, 0.99),
+                  cpu / max(sent.stopped - sent.started, 1e-9), _stages([p.stats() for p in procs]),
+                  served)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shardsense throughput", description=__doc__.split("\n")[0])
-    p.add_argument("--backlog", type=int, default=1_000_000, help="timings for phase 1")
-    p.add_argument("--rate", type=float, default=100_000, help="timings/s for phase 2")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of phase 2")
-    p.add_argument("--per-report", type=int, default=2000)
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--kafka-bootstrap", default="")
-    p.add_argument("--clickhouse-url", default="")
+    p.add_argument("--jobs", type=int, default=4, help="jobs in every fleet")
+    p.add_argument("--ranks", default="128,256,512,1024,2048",
+                   help="ranks per job, one fleet each, tried in order until one is not kept up")
+    p.add_argument("--steps-per-s", type=float, default=5.0, help="steps per second per rank")
+    p.add_argument("--flush-ms", type=int, default=1000,
+                   help="the sink's least time between two reports of a rank (the sink's "
+                        "telemetry flush setting); 1000 = one report per rank per second")
+    p.add_argument("--instances", default="1,2", help="processor instances, one series each")
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=20.0, help="measured load per fleet")
+    p.add_argument("--warmup", type=float, default=5.0, help="load before the measured part")
+    p.add_argument("--goal-p99-s", type=float, default=1.0)
+    p.add_argument("--kafka-bootstrap", default="", help="an external broker (default: embedded)")
+    churn.add_arguments(p)
     return p
 
 
-def _settings(args: argparse.Namespace, bootstrap: str, tmp: str) -> Settings:
-    """A fresh job with its own topics; no retrain (the bench measures the pipeline)."""
-    tag = uuid.uuid4().hex[:8]
-    return Settings.from_env(
-        {}, kafka_bootstrap=bootstrap, data_dir=tmp,
-        clickhouse_url=args.clickhouse_url or f"chdb://{tmp}/ch", job_id=f"bench-{tag}",
-        topic_timings=f"bench-{tag}.timings", topic_predictions=f"bench-{tag}.predictions",
-        topic_shard_maps=f"bench-{tag}.maps", topic_dead_letters=f"bench-{tag}.dead",
-        topic_partitions=args.partitions, processor_retrain_s=0,
-    )
+def _table(results: list[Result], goal: float) -> Any:
+    from rich.table import Table
 
-
-def _phases(args: argparse.Namespace, settings: Settings, client: Any,
-            bodies: list[bytes]) -> tuple[float, float, int, float]:
-    """Warm-up, then capacity and paced phases: (capacity, paced start time, paced, elapsed)."""
-    # The ranks' producers are other processes: so are these (no shared GIL).
-    ctx = multiprocessing.get_context("spawn")
-
-    def produce(total: int, rate: float) -> float:
-        started = time.perf_counter()
-        child = ctx.Process(target=_produce, args=(settings, bodies, total, rate))
-        child.start()
-        child.join()
-        return started
-
-    produce(args.per_report, 0)  # warm-up: group joined, models imported
-    _wait_rows(client, settings.job_id, args.per_report, timeout=120)
-    base = _count(client, settings.job_id)
-    backlog = args.backlog // args.per_report * args.per_report
-    t0 = produce(backlog, 0)
-    _wait_rows(client, settings.job_id, base + backlog, timeout=600)
-    burst_s = time.perf_counter() - t0
-    capacity = backlog / burst_s
-    print(f"capacity: {backlog:,} timings produced unthrottled -> rows in "
-          f"{burst_s:.1f}s = {capacity:,.0f} timings/s end-to-end")
-    mark = time.time()
-    paced = int(args.rate * args.seconds) // args.per_report * args.per_report
-    t0 = produce(paced, args.rate)
-    _wait_rows(client, settings.job_id, base + backlog + paced, timeout=300)
-    return capacity, mark, paced, time.perf_counter() - t0
-
-
-def _report(args: argparse.Namespace, settings: Settings, client: Any, stats: dict[str, Any],
-            hook_stats: list[dict[str, float]], run: tuple[float, float, int, float]) -> None:
-    """Latency, deduplication and per-stage figures from ClickHouse and the counters."""
-    capacity, mark, paced, elapsed = run
-    job = {"j": settings.job_id}
-    lat = client.query(
-        "SELECT quantile(0.5)(d), quantile(0.99)(d), max(d), count(),"
-        " toFloat64(max(ingest_ts)) - toFloat64(min(report_ts)) FROM ("
-        " SELECT toFloat64(ingest_ts) - toFloat64(report_ts) AS d, ingest_ts, report_ts"
-        " FROM batch_timings WHERE job_id = {j:String} AND report_ts >"
-        # the first report waits for the producer's id (see _produce): skip it
-        "  (SELECT min(report_ts) FROM batch_timings WHERE job_id = {j:String}"
-        "   AND report_ts >= fromUnixTimestamp64Micro({m:Int64})))",
-        parameters={**job, "m": int(mark * 1e6)},
-    ).result_rows[0]
-    dedup = client.query(
-        "SELECT count(), uniqExact(event_id, seq) FROM v_batch_timings"
-        " WHERE job_id = {j:String}", parameters=job).result_rows[0]
-    features = client.query(
-        "SELECT count() FROM v_worker_features WHERE job_id = {j:String}",
-        parameters=job).result_rows[0][0]
-    print(f"paced: {paced:,} timings offered at {args.rate:,.0f}/s: second report sent -> "
-          f"last row in {lat[4]:.1f}s = {lat[3] / lat[4]:,.0f} timings/s end-to-end "
-          f"({elapsed:.1f}s with the producer's start)")
-    print(f"report->row latency (paced phase after its first report, {lat[3]:,} rows): "
-          f"p50 {lat[0]:.3f}s "
-          f"p99 {lat[1]:.3f}s max {lat[2]:.3f}s")
-    print(f"rows: {dedup[0]:,} deduplicated timings ({dedup[1]:,} unique ids), "
-          f"{features:,} feature rows")
-    print("processor: " + _stages(stats, hook_stats))
-    ok = capacity >= 100_000 and lat[3] / lat[4] >= 0.95 * args.rate and lat[1] < 1.0
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
-          "(other processes share these cores)")
-    print(f"goal (capacity >= 100,000 timings/s, paced rate kept up, p99 < 1 s): "
-          f"{'met' if ok else 'MISSED'}")
+    t = Table(title="Fleets paced in real time (report -> row: ClickHouse ingest_ts - report_ts)")
+    for col in ("fleet", "reports/s", "timings/s", "inst.", "jobs per inst.", "stored",
+                "row p50", "row p99", "pred. p50", "pred. p99", "cores", "µs per report "
+                "(route/store/update/rows/publish)", "reports per batch", "kept up"):
+        t.add_column(col, justify="right")
+    for r in results:
+        st = r.stages
+        t.add_row(str(r.fleet), f"{r.sent.reports / r.sent.duration_s:,.0f}",
+                  f"{r.sent.timings / r.sent.duration_s:,.0f}", str(r.instances),
+                  "/".join(map(str, r.split)), f"{r.unique:,}/{r.sent.timings:,}",
+                  f"{r.row_p50:.3f}", f"{r.row_p99:.3f}", f"{r.pred_p50:.3f}",
+                  f"{r.pred_p99:.3f}", f"{r.cores:.2f}",
+                  "/".join(f"{st.get(k, 0):.0f}" for k in ("route µs", "store µs", "update µs",
+                                                           "rows µs", "publish µs")),
+                  f"{st.get('reports/batch', 0):.0f}", "yes" if r.kept_up(goal) else "NO")
+    return t
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from rich.console import Console
 
-    from shardsense.clickhouse import connect
-    from shardsense.kafka import create_topics
-    from shardsense.schema import apply_schema
-    from stream_processors.app import ProcessorThread, create_app
-    from stream_processors.service import default_hooks
-
+    console = Console(width=200)
+    ranks = [int(x) for x in args.ranks.split(",")]
+    series = [int(x) for x in args.instances.split(",")]
+    results: list[Result] = []
     with ExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="shardsense-bench-"))
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shardsense-tp-")))
         bootstrap = args.kafka_bootstrap
         if not bootstrap:
             from infra.broker import EmbeddedBroker
             from shardsense.net import free_port
 
             bootstrap = stack.enter_context(EmbeddedBroker(free_port())).bootstrap
-        settings = _settings(args, bootstrap, tmp)
-        create_topics(settings)
-        client = connect(settings.resolved_clickhouse_url)
-        apply_schema(client)
-        bodies = payloads(settings.job_id, args.workers, args.per_report)
-        hooks = default_hooks(settings, client)
-        app = create_app(settings, client, hooks)
-        proc = ProcessorThread(app).start()
-        try:
-            run = _phases(args, settings, client, bodies)
-        finally:
-            proc.stop()
-            for h in hooks:
-                getattr(h, "close", lambda: None)()
-        stats: dict[str, Any] = getattr(app, "shardsense_stats", {})
-        _report(args, settings, client, stats, [getattr(h, "stats", {}) for h in hooks], run)
+        if args.churn:
+            fleet = Fleet(args.jobs, ranks[0], args.steps_per_s, flush_s=args.flush_ms / 1000)
+            churn.run_churn(_settings(bootstrap, root, args.partitions, "churn"), root, fleet,
+                            args.churn, args.churn_wave_s, console)
+            return 0
+        for instances in series:
+            for n in ranks:
+                fleet = Fleet(args.jobs, n, args.steps_per_s, flush_s=args.flush_ms / 1000)
+                console.print(f"[bold]{instances} instance(s)[/], fleet {fleet} "
+                              f"({fleet.total_ranks:,} ranks) ...")
+                r = run_one(bootstrap, root, fleet, instances, args)
+                results.append(r)
+                console.print(f"  row p99 {r.row_p99:.3f}s, prediction p99 {r.pred_p99:.3f}s, "
+                              f"{r.unique:,}/{r.sent.timings:,} stored, {r.cores:.2f} cores")
+                if not r.kept_up(args.goal_p99_s):
+                    break
+    console.print(_table(results, args.goal_p99_s))
+    for instances in series:
+        ok = [r for r in results if r.instances == instances and r.kept_up(args.goal_p99_s)]
+        best = max(ok, key=lambda r: r.fleet.total_ranks, default=None)
+        console.print(f"{instances} instance(s): largest fleet kept up "
+                      + (f"{best.fleet} = {best.fleet.total_ranks:,} ranks, "
+                         f"{best.sent.reports / best.sent.duration_s:,.0f} reports/s, "
+                         f"row p99 {best.row_p99:.3f}s" if best else "none"))
+    console.print(f"machine: {os.cpu_count()} cores shared with the load generator, the broker "
+                  f"and other tenants (load average {os.getloadavg()[0]:.1f}); ratios in one "
+                  "run are what count")
     return 0
 
 

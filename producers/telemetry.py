@@ -3,7 +3,7 @@
 ``offer`` appends one tuple to a bounded deque (a few hundred ns, never blocks, never
 raises). A daemon thread packs the queued timings into one column-wise
 :class:`~shardsense.events.TimingReport` per Kafka message (the stream processor pays
-~240 µs per message, not per timing) and produces them keyed ``"<job>/<rank>"`` with the
+~240 µs per message, not per timing) and produces them keyed by job id (``job_key``) with the
 shared idempotent, lz4, murmur2 producer config, so a rank's reports stay in order.
 
 Flush policy (:func:`next_report_in`): a timing leaves at once when the rank's last report
@@ -43,7 +43,7 @@ from shardsense.errors import ConfigError
 from shardsense.kafka import healing_producer
 from shardsense.kafka_logs import LOG_EVERY_S
 from shardsense.settings import Settings
-from shardsense.topics import timing_key
+from shardsense.topics import job_key
 
 __all__ = ["KafkaTimingSink", "next_report_in"]
 
@@ -103,7 +103,7 @@ class KafkaTimingSink:
             raise ValueError("max_queue, max_per_report and flush_every_s must be positive")
         self._settings = settings
         self._worker_id = worker_id
-        self._key = timing_key(settings.job_id, worker_id)
+        self._key = job_key(settings.job_id)
         self._host = socket.gethostname()[:255]
         self._max_queue = max_queue
         self._flush_every_s = flush_every_s

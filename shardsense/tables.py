@@ -85,12 +85,13 @@ BATCH_TIMINGS = Table(
 WORKER_FEATURES = Table(
     "worker_features",
     ("job_id", "worker_id", "event_id", "ts", "last_step", "batches", "time_per_sample_s",
-     "ewma_tps", "mean_tps", "p50_tps", "p90_tps", "trend", "wait_share", "slowdown"),
+     "ewma_tps", "mean_tps", "p50_tps", "p90_tps", "trend", "wait_share", "slowdown", "epoch"),
 )
 PREDICTIONS = Table(
     "predictions",
     ("job_id", "worker_id", "event_id", "ts", "based_on_step", "time_per_sample_s",
-     "uncertainty_s", "slowdown", "straggler", "model_versions"),
+     "uncertainty_s", "slowdown", "straggler", "model_versions", "based_on_epoch", "onset_step",
+     "forecast_offsets", "forecast_time_per_sample_s", "forecast_confidence"),
 )
 PLANNER_DECISIONS = Table(
     "planner_decisions",
@@ -116,10 +117,16 @@ TABLES = {t.name: t for t in (BATCH_TIMINGS, WORKER_FEATURES, PREDICTIONS, PLANN
 
 @dataclass(frozen=True)
 class FeatureRow:
-    """One ``worker_features`` row; ``(event_id, ts)`` come from the report, so a
-    replayed report maps onto the same row and ReplacingMergeTree keeps one.
+    """One ``worker_features`` row: one *tick* of one rank (``processor_tick_steps``
+    steps, see ``stream_processors.ticks``). ``(event_id, ts)`` derive from the
+    tick's ``(job, rank, epoch, block)`` and its last batch, so a replayed tick maps
+    onto the same row and ReplacingMergeTree keeps one.
 
-    The ``*_tps`` columns are seconds per sample (the stored column names).
+    The ``*_tps`` columns are seconds per sample (the stored column names): the
+    tick's value, its EWMA over ticks, and the mean, median and 90th percentile of
+    the last 32 ticks; ``trend`` is their least-squares slope per tick over their
+    mean; ``wait_share`` the tick's share of data wait; ``slowdown`` the EWMA over
+    the job's fleet median.
     """
 
     job_id: str
@@ -136,6 +143,7 @@ class FeatureRow:
     trend: float
     wait_share: float
     slowdown: float
+    epoch: int = 0
 
     def values(self) -> list[Any]:
         """The row for an insert (``ts`` as microseconds)."""

@@ -10,14 +10,15 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "FeatureRow": "features", "FleetState": "features", "LagFeatures": "features",
-    "WorkerStats": "features",
+    "FleetState": "features", "LagFeatures": "features", "LagColumns": "lags",
+    "LearnerColumns": "learners", "OnsetColumns": "onset", "SlotTable": "slots",
+    "TickColumns": "ticks",
     "AutoSelect": "models", "EWMAForecaster": "models", "Forecaster": "models",
     "HybridForecaster": "models", "LastValue": "models", "RiverForecaster": "models",
     "XGBoostForecaster": "models", "make_forecaster": "models",
     "StragglerDetector": "drift",
     "Retrainer": "retrain", "train_booster": "retrain",
-    "PredictionHook": "predictor", "Predictor": "predictor",
+    "PredictionHook": "hook", "Predictor": "predictor",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,17 +1,16 @@
-"""Rolling per-worker state: the ``worker_features`` row and the models' inputs.
+"""The forecasters' inputs for one worker: the per-worker reference semantics.
 
-Plain objects, not Faust tables: a Faust table cannot be written inside
-``stream.take()`` (faust-streaming #497), and the state is rebuilt from
-ClickHouse on start anyway (``Predictor.warm_start``).
+:class:`LagFeatures` sees one value per *tick* (``stream_processors.ticks``: a
+block of steps) and builds the forecasters' relative inputs: everything is
+divided by the worker's own rolling median (``ref``), so trees and linear models
+never see raw milliseconds and a level shift does not leave them extrapolating.
 
-Two granularities, both cheap:
-
-* :class:`WorkerStats` sees every batch timing of a report (vectorised with
-  numpy) and yields one ``worker_features`` row per report.
-* :class:`LagFeatures` sees one value per *tick* (one report's time per sample)
-  and builds the forecasters' relative inputs: everything is divided by the
-  worker's own rolling median (``ref``), so trees and linear models never see
-  raw milliseconds and a level shift does not leave them extrapolating.
+The processor computes the same inputs for every rank of a batch at once
+(``stream_processors.lags.LagColumns``, tested equal to this class); this one
+stays the readable definition, and is what ``shardsense eval`` and the XGBoost
+retrain replay. Plain objects, not Faust tables: a Faust table cannot be written
+inside ``stream.take()`` (faust-streaming #497), and the state is rebuilt from
+ClickHouse anyway (``Predictor.replay``, a job's stored ticks).
 
 >>> lf = LagFeatures()
 >>> for y in [1.0, 1.0, 2.0, 1.0]:
@@ -28,88 +27,13 @@ from collections import deque
 
 import numpy as np
 
-from shardsense.tables import FeatureRow
-
-__all__ = [
-    "FEATURE_NAMES",
-    "FeatureRow",
-    "FleetState",
-    "LagFeatures",
-    "WorkerStats",
-    "detect_period",
-]
+__all__ = ["FEATURE_NAMES", "FleetState", "LagFeatures", "detect_period"]
 
 #: Inputs of every forecaster, in the order XGBoost sees them.
 FEATURE_NAMES = (
     "lag1", "lag2", "lag3", "ewma", "mean8", "trend", "season", "season_prev",
     "slow1", "fleet_rel", "fleet_trend",
 )
-
-class WorkerStats:
-    """Windowed statistics over a worker's last ``window`` batches (time per sample).
-
-    ``trend`` is the least-squares slope of time per sample over the window, as a
-    fraction of the window mean per batch (0.01 = getting 1% slower each batch).
-    """
-
-    def __init__(self, window: int = 256, alpha: float = 0.2) -> None:
-        self.window = window
-        self.alpha = alpha
-        self._per_sample_s: np.ndarray = np.empty(0)
-        self._wait: np.ndarray = np.empty(0)
-        self._total: np.ndarray = np.empty(0)
-        self.ewma = float("nan")
-        self.batches = 0
-        self.last_step = 0
-
-    def observe(
-        self, samples: list[int], wait_s: list[float], compute_s: list[float], steps: list[int]
-    ) -> tuple[float, np.ndarray] | None:
-        """Add one report's timings; return its time per sample and each batch's
-        (None if no batch had samples)."""
-        n = np.asarray(samples, dtype=float)
-        w = np.asarray(wait_s, dtype=float)
-        total = w + np.asarray(compute_s, dtype=float)
-        ok = n > 0
-        if steps:
-            self.last_step = max(self.last_step, max(steps))
-        if not ok.any():
-            return None
-        per_sample_s = total[ok] / n[ok]
-        # EWMA over the batches in order, in closed form (no Python loop per timing).
-        if np.isnan(self.ewma):
-            self.ewma = float(per_sample_s[0])
-        decay = (1.0 - self.alpha) ** np.arange(len(per_sample_s) - 1, -1, -1)
-        self.ewma = float(
-            (1.0 - self.alpha) ** len(per_sample_s) * self.ewma
-            + self.alpha * (decay * per_sample_s).sum()
-        )
-        self._per_sample_s = np.concatenate([self._per_sample_s, per_sample_s])[-self.window :]
-        self._wait = np.concatenate([self._wait, w[ok]])[-self.window :]
-        self._total = np.concatenate([self._total, total[ok]])[-self.window :]
-        self.batches += int(ok.sum())
-        return float(total[ok].sum() / n[ok].sum()), per_sample_s
-
-    def row(
-        self, job_id: str, worker_id: int, event_id: str, ts: float, per_sample_s: float,
-        fleet: float,
-    ) -> FeatureRow:
-        """The ``worker_features`` row after the latest :meth:`observe`."""
-        win = self._per_sample_s
-        mean = float(win.mean())
-        p50, p90 = (float(v) for v in np.percentile(win, [50, 90]))
-        trend = 0.0
-        if len(win) >= 8 and mean > 0:
-            idx = np.arange(len(win), dtype=float)
-            trend = float(np.polyfit(idx, win, 1)[0] / mean)
-        total = float(self._total.sum())
-        share = float(self._wait.sum() / total) if total > 0 else 0.0
-        slowdown = self.ewma / fleet if fleet > 0 else 1.0
-        return FeatureRow(
-            job_id, worker_id, event_id, ts, self.last_step, self.batches, per_sample_s,
-            float(self.ewma), mean, p50, p90, trend, share, float(slowdown),
-        )
-
 
 class FleetState:
     """The latest level (EWMA time per sample) of every worker of one job.

@@ -23,6 +23,7 @@ class Routed:
 
     reports: list[TimingReport] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)  # each report's source partition
 
 
 def route(
@@ -49,4 +50,5 @@ def route(
             continue
         assert isinstance(event, TimingReport)
         out.reports.append(event)
+        out.partitions.append(partition)
     return out

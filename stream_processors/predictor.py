@@ -1,89 +1,91 @@
-"""The learning half of the processor: reports in, feature rows and predictions out.
+"""The learning half of the processor: a batch of reports in, tick rows and predictions out.
 
-:class:`Predictor` is pure and synchronous (no I/O in ``update``), so it is unit
-testable and cheap: per *report*, not per timing, apart from the vectorised
-window statistics and the onset detector (at most ``DETECT_POINTS`` values per
-report). :class:`PredictionHook` is the seam the Faust agent awaits: it runs
-``update``, writes ``worker_features`` and ``predictions`` off the event loop,
-and publishes the predictions, all before the batch's offsets are committed.
+:class:`Predictor` is pure and synchronous (no I/O in ``update``) and works on a
+whole batch at once: per-rank state lives in slot arrays (``slots``), the
+onset detector, the ticks, the lag features and the forecasters are vector
+operations over the ranks a batch touches (``onset``, ``ticks``, ``lags``,
+``learners``), and XGBoost is asked once per batch. Per rank, the semantics are
+the per-worker reference's (``features``, ``models``, ``drift``): each rank's
+state advances point by point and tick by tick, in order, in *rounds*
+(``slots.rounds``). What batching changes, and is documented here:
 
-Ids are derived from the report (``event_id`` and ``ts``), so a report replayed
-after a crash lands on the same ClickHouse rows and ReplacingMergeTree keeps one.
+* relative values in a batch divide by the job's fleet median as of the batch's
+  start (the reference updated it report by report); predictions and the next
+  inputs use the median after the batch;
+* the detector sees all of a batch's points before its ticks are learnt; an
+  alarm re-levels the rank at its first tick that ends after the estimated
+  onset (the same tick as point by point, unless a backlog batch holds several
+  onsets of one rank: then the last one wins).
+
+An onset alarm re-levels at once: until the rank's next tick completes, the
+served level is the mean of its batches since the estimated change point
+(``onset.OnsetColumns``), then that mean becomes its recent history
+(``lags.LagColumns.relevel``). Ids derive from the input (ticks from
+``(job, rank, epoch, block)``, predictions from the report), so a replay lands
+on the same ClickHouse rows.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from shardsense.events import Prediction, TimingReport, encode
+from shardsense.events import Prediction, TimingReport
 from shardsense.settings import Settings
-from shardsense.tables import PREDICTIONS, WORKER_FEATURES, FeatureRow, prediction_row
-from shardsense.topics import timing_key
-from stream_processors.drift import StragglerDetector
-from stream_processors.features import FleetState, LagFeatures, WorkerStats
-from stream_processors.models import AutoSelect, Forecaster, XGBoostForecaster, make_forecaster
-from stream_processors.pipeline import retry_forever
+from shardsense.tables import FeatureRow
+from stream_processors.columns import BatchColumns, points
+from stream_processors.features import FEATURE_NAMES
+from stream_processors.lags import LagColumns
+from stream_processors.learners import LearnerColumns
+from stream_processors.models import XGBoostForecaster
+from stream_processors.onset import OnsetColumns
+from stream_processors.recurrence import RecurrenceBank
 from stream_processors.retrain import Retrainer, latest_model, load_model
+from stream_processors.serving import Serving, prediction_id
+from stream_processors.slots import SlotColumns, SlotTable, grouped_median, rounds
+from stream_processors.tickrows import STATS, WINDOW, tick_rows, window_stats
+from stream_processors.ticks import TickColumns, epoch_step
 
-__all__ = ["PredictionHook", "Predictor"]
+__all__ = ["Pending", "Predictor", "prediction_id", "tick_id"]
 
 log = logging.getLogger(__name__)
 
 #: A report's batches reach the detector as at most this many chunk means.
 DETECT_POINTS = 64
-#: Relative error assumed for a forecast before any was scored.
-PRIOR_REL_ERROR = 0.1
-#: Weight of the newest score in the EWMA of |relative error| (the uncertainty).
-ERROR_SMOOTHING = 0.05
+#: How often (s) slots of silent ranks are looked for and freed.
+EXPIRE_EVERY_S = 10.0
 
 
-def chunk_means(values: np.ndarray, points: int) -> np.ndarray:
-    """``values`` in order as at most ``points`` consecutive chunk means (one numpy call).
+def tick_id(job_id: str, worker_id: int, key: int) -> str:
+    """The ``worker_features`` row of one tick (``ticks.tick_key``), the same on a replay.
 
-    >>> chunk_means(np.arange(6.0), 3).tolist()
-    [0.5, 2.5, 4.5]
-    """
-    n = len(values)
-    if n <= points:
-        return values
-    starts = (np.arange(points) * n) // points
-    return np.add.reduceat(values, starts) / np.diff(np.append(starts, n))
-
-
-def prediction_id(report_event_id: str) -> str:
-    """The prediction made after a report, the same on every replay of it.
-
-    >>> prediction_id("abc") == prediction_id("abc") != prediction_id("abd")
+    >>> tick_id("j", 1, 5) == tick_id("j", 1, 5) != tick_id("j", 2, 5)
     True
     """
-    return hashlib.sha1(f"{report_event_id}/prediction".encode()).hexdigest()[:32]
+    return hashlib.sha1(f"{job_id}/{worker_id}/{key}/tick".encode()).hexdigest()[:32]
 
 
-@dataclass
-class WorkerModel:
-    """Everything learnt about one worker."""
+class Pending(SlotColumns):
+    """Per slot: the inputs of the next forecast, and what predictions report."""
 
-    stats: WorkerStats
-    lags: LagFeatures
-    model: Forecaster
-    detector: StragglerDetector
-    pending: tuple[dict[str, float], float] | None = None  # (x, ref) of the last forecast
-    abs_err: float = math.nan  # EWMA of |relative error|: the uncertainty estimate
-    learned: int = 0
+    FIELDS: ClassVar[dict[str, tuple[Any, Any, tuple[int, ...]]]] = {
+        "x": (np.nan, np.float64, (len(FEATURE_NAMES),)), "ref": (np.nan, np.float64, ()),
+        "relevel": (False, bool, ()), "batches": (0, np.int64, ()),
+    }
+    x: np.ndarray
+    ref: np.ndarray
+    relevel: np.ndarray
+    batches: np.ndarray
 
 
 class Predictor:
-    """Rolling features, per-worker online models, onset detection, XGBoost hot-swap."""
+    """Ticks, lag features, per-rank online models, onset re-levelling, XGBoost hot-swap."""
 
     def __init__(self, settings: Settings, client: Any = None) -> None:
         self.settings = settings
@@ -95,86 +97,188 @@ class Predictor:
             self.xgb.swap(load_model(found[1]), str(found[0]))
         self.retrainer: Retrainer | None = None
         if client is not None and settings.processor_retrain_s > 0:
-            self.retrainer = Retrainer(
-                client, settings.job_id, self.model_dir, settings.processor_retrain_s,
-                settings.processor_retrain_rows,
-            )
-        self.workers: dict[tuple[str, int], WorkerModel] = {}
-        self.fleets: dict[str, FleetState] = {}
-        # Import River now (~1 s), not inside the first batch's processing.
-        make_forecaster(settings.processor_forecaster, self.xgb)
-        StragglerDetector()
+            self.retrainer = Retrainer.from_settings(settings, client, self.model_dir)
+        self.slots = SlotTable(ttl_s=settings.processor_rank_ttl_s)
+        self.onset = OnsetColumns(level=settings.processor_straggler_pct / 100)
+        self.ticks = TickColumns(settings.processor_tick_steps)
+        self.lags = LagColumns()
+        self.learners = LearnerColumns(settings.processor_forecaster)
+        self.pending = Pending()
+        self.serving = Serving(self, settings.processor_predict_every_ms / 1000)
+        self._columns: list[SlotColumns] = [self.onset, self.ticks, self.lags, self.learners,
+                                            self.pending, self.serving]
+        #: Recurring interference per rank (``stream_processors.recurrence``): the
+        #: forecast over the coming steps that predictions carry.
+        self.recurrence = RecurrenceBank()
+        self._expired_at = -float("inf")
 
-    def _worker(self, job: str, worker: int) -> WorkerModel:
-        wm = self.workers.get((job, worker))
-        if wm is None:
-            detector = StragglerDetector(level=self.settings.processor_straggler_pct / 100)
-            model = make_forecaster(self.settings.processor_forecaster, self.xgb)
-            wm = WorkerModel(WorkerStats(), LagFeatures(), model, detector)
-            self.workers[(job, worker)] = wm
-        return wm
+    # ------------------------------------------------------------ slots
 
-    def _learn(self, wm: WorkerModel, y: float, fleet: float) -> None:
-        """Predict-then-learn: the forecast made before ``y`` is scored, then learnt."""
-        if wm.pending is not None:
-            x, ref = wm.pending
-        elif wm.lags.ref > 0:
-            x, ref = wm.lags.features(fleet), wm.lags.ref
-        else:
-            x, ref = {}, math.nan
-        if x and ref > 0:
-            _score_and_learn(wm, x, ref, y)
-        wm.lags.update(y, fleet)
-        wm.pending = None
+    def _slots(self, keys: Sequence[tuple[str, int]], now: float) -> np.ndarray:
+        """Slots of ``keys``; new ones start from the initial state; silent ones expire."""
+        if now - self._expired_at >= EXPIRE_EVERY_S:
+            self._expired_at = now
+            freed = self.slots.expire(now)
+            if len(freed):
+                log.info("forgot %d silent ranks (%d live)", len(freed), len(self.slots))
+        slots, new = self.slots.lookup(keys, now)
+        for c in self._columns:
+            c.ensure(self.slots.capacity)
+            c.reset(new)
+        if len(new):
+            self.recurrence.forget(new)
+        return slots
 
-    def update(self, reports: Sequence[TimingReport]) -> tuple[list[FeatureRow], list[Prediction]]:
-        """One ``worker_features`` row per report, one prediction per worker seen."""
+    def fleet_medians(self) -> np.ndarray:
+        """Per job id: the median level (tick EWMA) over its live ranks (NaN if none)."""
+        live = self.slots.live()
+        return grouped_median(self.slots.job_of[live], self.lags.ewma[live],
+                              len(self.slots.job_names))
+
+    # ------------------------------------------------------------ update
+
+    def update(self, reports: Sequence[TimingReport], now: float | None = None
+               ) -> tuple[list[FeatureRow], list[Prediction]]:
+        """One ``worker_features`` row per completed tick, one prediction per rank seen.
+
+        ``now`` (monotonic seconds; default the clock) is when the reports arrived:
+        ranks silent for ``processor_rank_ttl_s`` before it are forgotten.
+        """
         self.poll_retrain()
-        rows: list[FeatureRow] = []
-        last: dict[tuple[str, int], TimingReport] = {}
-        for r in reports:
-            fleet = self.fleets.setdefault(r.job_id, FleetState())
-            wm = self._worker(r.job_id, r.worker_id)
-            t = r.timings
-            seen = wm.stats.observe(t["samples"], t["data_wait_s"], t["compute_s"], t["step"])
-            if seen is None:
-                continue
-            per_sample_s, batch_per_sample_s = seen
-            m = fleet.median(default=per_sample_s)
-            if m > 0:
-                points = chunk_means(batch_per_sample_s, DETECT_POINTS) / m
-                wm.detector.update_many(points.tolist())
-            self._learn(wm, per_sample_s, m)
-            fleet.set(r.worker_id, wm.stats.ewma)
-            rows.append(wm.stats.row(r.job_id, r.worker_id, r.event_id, r.ts, per_sample_s,
-                                     fleet.median(default=per_sample_s)))
-            last[(r.job_id, r.worker_id)] = r
-        return rows, self._predict(last)
+        if not reports:
+            return [], []
+        now = time.monotonic() if now is None else now
+        rslot = self._slots([(r.job_id, r.worker_id) for r in reports], now)
+        cols = BatchColumns.of(reports)
+        tslot = rslot[cols.report]
+        med0 = self._medians_at_start(rslot, cols)
+        self._detect(rslot, cols, med0)
+        self._recur(tslot, cols, med0)
+        ticks = self.ticks.fold(tslot, cols.epoch, cols.step, cols.samples, cols.wait_s,
+                                cols.compute_s, cols.end_ts)
+        fleet = med0[self.slots.job_of[ticks.slot]]
+        stats = self._learn_ticks(ticks.slot, ticks.value, fleet,
+                                  epoch_step(ticks.epoch, ticks.last_step))
+        rows = tick_rows(self.slots, ticks, stats, self._count_batches(ticks.slot, ticks.batches),
+                         fleet, tick_id)
+        self.serving.news[ticks.slot] = True
+        return rows, self.serving.predict(reports, rslot, now)
 
-    def _predict(self, last: dict[tuple[str, int], TimingReport]) -> list[Prediction]:
-        todo = []
-        for key, r in last.items():
-            wm = self.workers[key]
-            fleet = self.fleets[r.job_id].median()
-            if wm.lags.ref > 0:
-                todo.append((r, wm, wm.lags.features(fleet), wm.lags.ref, fleet))
-        self.xgb.prime([x for _, _, x, _, _ in todo])
-        out = []
-        for r, wm, x, ref, fleet in todo:
-            wm.pending = (x, ref)
-            time_per_sample_s = wm.model.predict_one(x) * ref
-            err = wm.abs_err if math.isfinite(wm.abs_err) else PRIOR_REL_ERROR
-            served = wm.model.chosen if isinstance(wm.model, AutoSelect) else wm.model.name
-            out.append(Prediction(
-                job_id=r.job_id, worker_id=r.worker_id, event_id=prediction_id(r.event_id),
-                ts=r.ts, time_per_sample_s=time_per_sample_s, uncertainty_s=err * ref,
-                slowdown=time_per_sample_s / fleet if fleet > 0 else 1.0,
-                straggler=wm.detector.straggler,
-                based_on_step=wm.stats.last_step,
-                model_versions={"served": served, "xgboost": self.xgb.version or "none",
-                                "river_updates": str(wm.learned)},
-            ))
-        return out
+    def _medians_at_start(self, rslot: np.ndarray, cols: BatchColumns) -> np.ndarray:
+        """Fleet medians per job id; a job with no level yet uses this batch's reports."""
+        med = self.fleet_medians()
+        missing = np.isnan(med)
+        if missing.any():
+            ok = cols.samples > 0
+            total = np.bincount(cols.report[ok], cols.wait_s[ok] + cols.compute_s[ok],
+                                minlength=len(rslot))
+            samples = np.bincount(cols.report[ok], cols.samples[ok], minlength=len(rslot))
+            per_report = np.where(samples > 0, total / np.where(samples > 0, samples, 1), np.nan)
+            batch = grouped_median(self.slots.job_of[rslot], per_report, len(med))
+            med = np.where(missing, batch, med)
+        return med
+
+    def _detect(self, rslot: np.ndarray, cols: BatchColumns, med0: np.ndarray) -> None:
+        """The batch's points through the onset detector, each rank's in order."""
+        pts = points(cols, len(rslot), DETECT_POINTS)
+        pslot = rslot[pts.report]
+        m = med0[self.slots.job_of[pslot]]
+        ok = m > 0
+        rel = np.where(ok, pts.per_sample_s / np.where(ok, m, 1.0), np.nan)
+        for idx in rounds(pslot[ok]):
+            i = np.flatnonzero(ok)[idx]
+            fired = self.onset.update(pslot[i], rel[i], pts.total_s[i], pts.samples[i],
+                                      pts.epoch[i], pts.step[i])
+            self.pending.relevel[pslot[i][fired]] = True
+            self.serving.news[pslot[i][fired]] = True
+
+    def _recur(self, tslot: np.ndarray, cols: BatchColumns, med0: np.ndarray) -> None:
+        """Every timing, relative to its job's fleet median, into the recurrence bank."""
+        m = med0[self.slots.job_of[tslot]]
+        ok = (cols.samples > 0) & (m > 0)
+        rel = np.full(len(tslot), np.nan)
+        rel[ok] = (cols.wait_s[ok] + cols.compute_s[ok]) / cols.samples[ok] / m[ok]
+        self.recurrence.update(tslot, cols.epoch, cols.step, rel)
+
+    def _count_batches(self, slot: np.ndarray, batches: np.ndarray) -> np.ndarray:
+        """Each rank's count of batches in completed ticks, after each tick (ticks come
+        grouped by slot, in order)."""
+        if not len(slot):
+            return np.zeros(0, dtype=np.int64)
+        first = np.r_[True, slot[1:] != slot[:-1]]
+        cs = np.cumsum(batches)
+        base = np.repeat(cs[first] - batches[first], np.diff(np.r_[np.flatnonzero(first),
+                                                                   len(slot)]))
+        after = self.pending.batches[slot] + cs - base
+        np.add.at(self.pending.batches, slot, batches)
+        return after
+
+    def _learn_ticks(self, slot: np.ndarray, y: np.ndarray, fleet: np.ndarray,
+                     end: np.ndarray | None = None) -> np.ndarray:
+        """Fold ticks into the lag state and the learners, each rank's in order.
+
+        First the lags (the inputs never depend on the models), so XGBoost is called
+        once for every tick's inputs; then the learners, round by round. With ``end``
+        (each tick's last ``epoch_step``), a pending re-level applies at the rank's
+        first tick ending after its onset, and each tick's row statistics
+        (``tickrows.STATS``) are returned.
+        """
+        X = np.full((len(slot), len(FEATURE_NAMES)), np.nan)
+        ref = np.full(len(slot), np.nan)
+        stats = np.zeros((len(slot), len(STATS)))
+        order = rounds(slot)
+        for idx in order:
+            s = slot[idx]
+            X[idx], ref[idx] = self.pending.x[s], self.pending.ref[s]
+            self.lags.update(s, y[idx], fleet[idx])
+            if end is not None:
+                onset = epoch_step(self.onset.onset_epoch[s], self.onset.onset_step[s])
+                self._relevel(s[self.pending.relevel[s] & (end[idx] >= onset)])
+                stats[idx, 0] = self.lags.ewma[s]
+                stats[idx, 1:] = window_stats(*self.lags.window(s, WINDOW))
+            self.pending.x[s] = self.lags.features(s, fleet[idx])
+            self.pending.ref[s] = self.lags.ref[s]
+        ok = ref > 0
+        self._learn_rounds(slot, order, X, y / np.where(ok, ref, np.nan), ok)
+        return stats
+
+    def _learn_rounds(self, slot: np.ndarray, order: list[np.ndarray], X: np.ndarray,
+                      y_rel: np.ndarray, ok: np.ndarray) -> None:
+        """Predict-then-learn every usable tick (one XGBoost call for all of them)."""
+        usable = ok & np.isfinite(X).all(axis=1)
+        booster = self.booster(X[usable])
+        out = np.full(len(slot), np.nan)
+        if booster is not None:
+            out[usable] = booster
+        errors = []
+        for idx in order:
+            idx = idx[usable[idx]]
+            if len(idx):
+                s = slot[idx]
+                P = self.learners.predict(s, X[idx], None if booster is None else out[idx])
+                errors.append(np.abs(self.learners.served(s, P) - y_rel[idx]))
+                self.learners.learn(s, X[idx], y_rel[idx], P)
+        if errors and self.retrainer is not None:  # a drifting error makes a retrain due
+            self.retrainer.observe_error(np.concatenate(errors))
+
+    def _relevel(self, slots: np.ndarray) -> None:
+        """Make the level since the onset these ranks' recent history (re-levelled)."""
+        if len(slots):
+            level = self.onset.level_s(slots)
+            ok = np.isfinite(level) & (level > 0)
+            self.lags.relevel(slots[ok], level[ok])
+            self.pending.relevel[slots] = False
+
+    def booster(self, X: np.ndarray) -> np.ndarray | None:
+        """XGBoost's raw output for every row, in one call (None without a model)."""
+        if self.xgb.booster is None:
+            return None
+        if not len(X):
+            return np.zeros(0)
+        return np.asarray(self.xgb.booster.inplace_predict(X.astype(np.float32)),
+                          dtype=np.float64)
+
+    # ------------------------------------------------------------ models and restarts
 
     def poll_retrain(self) -> None:
         """Swap in a finished retrain (never waits for one)."""
@@ -183,109 +287,40 @@ class Predictor:
             if done is not None:
                 self.xgb.swap(done[1], str(done[0]))
 
-    def warm_start(self) -> int:
-        """Replay recent ``worker_features`` history into the models; returns rows used.
+    def new_jobs(self, reports: Sequence[TimingReport]) -> set[str]:
+        """Jobs of ``reports`` this predictor holds no state for (new, handed over, or
+        expired): the hook warm-starts them from the store before ``update``."""
+        known = self.slots.job_ids
+        return {r.job_id for r in reports if r.job_id not in known}
 
-        After a restart the models pick up where the history left off instead of
-        relearning from scratch (the history *is* the learning state's record).
+    def forget(self, jobs: set[str]) -> int:
+        """Drop every rank of ``jobs`` (their partition went to another instance)."""
+        return len(self.slots.forget_jobs(jobs))
+
+    def replay(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Fold stored ticks (``history.HISTORY_COLUMNS``, oldest first) into the state.
+
+        After a restart or a handover the models pick up where the store left off,
+        and ticks already stored are not learnt again when their reports replay.
         """
-        limit = self.settings.processor_warm_start_rows
-        if self.client is None or limit <= 0:
+        if not rows:
             return 0
-        rows = self.client.query(
-            "SELECT job_id, worker_id, time_per_sample_s, slowdown, ewma_tps FROM ("
-            " SELECT job_id, worker_id, ts, time_per_sample_s, slowdown, ewma_tps"
-            " FROM v_worker_features ORDER BY ts DESC LIMIT {n:UInt32}) ORDER BY ts",
-            parameters={"n": limit},
-        ).result_rows
-        replay: dict[tuple[str, int], list[tuple[dict[str, float], float, float]]] = {}
-        for job, worker, per_sample_s, slowdown, ewma in rows:
-            wm = self._worker(str(job), int(worker))
-            fleet = ewma / slowdown if slowdown > 0 else ewma
-            if wm.lags.ref > 0:
-                x = wm.lags.features(fleet)
-                replay.setdefault((str(job), int(worker)), []).append(
-                    (x, wm.lags.ref, per_sample_s))
-            wm.lags.update(float(per_sample_s), float(fleet))
-            wm.stats.ewma = float(ewma)
-            self.fleets.setdefault(str(job), FleetState()).set(int(worker), float(ewma))
-        # Inputs first, then one booster call for all of them, then the models learn.
-        self.xgb.prime([x for items in replay.values() for x, _, _ in items])
-        for key, items in replay.items():
-            wm = self.workers[key]
-            for x, ref, y in items:
-                _score_and_learn(wm, x, ref, y)
+        jobs, workers, epoch, step, value, slowdown, ewma = zip(*rows, strict=True)
+        slot = self._slots([(str(j), int(w)) for j, w in zip(jobs, workers, strict=True)],
+                           time.monotonic())
+        e, sd = np.asarray(ewma, dtype=float), np.asarray(slowdown, dtype=float)
+        fleet = np.where(sd > 0, e / np.where(sd > 0, sd, 1.0), e)
+        self._learn_ticks(slot, np.asarray(value, dtype=float), fleet)
+        es = epoch_step(np.asarray(epoch, dtype=np.int64), np.asarray(step, dtype=np.int64))
+        np.maximum.at(self.ticks.last_es, slot, es)
         return len(rows)
 
     def close(self) -> None:
         if self.retrainer is not None:
             self.retrainer.close()
 
+    def memory_bytes(self) -> int:
+        """Bytes held in slot arrays (what grows with the ranks live at once)."""
+        return (sum(c.nbytes for c in self._columns) + self.slots.job_of.nbytes * 2
+                + self.recurrence.memory_bytes)
 
-def _score_and_learn(wm: WorkerModel, x: dict[str, float], ref: float, y: float) -> None:
-    """Score the forecast for ``y`` (relative to ``ref``) into the uncertainty, then learn it."""
-    err = abs(wm.model.predict_one(x) - y / ref)
-    wm.abs_err = err if math.isnan(wm.abs_err) else wm.abs_err + ERROR_SMOOTHING * (
-        err - wm.abs_err)
-    wm.model.learn_one(x, y / ref)
-    wm.learned += 1
-
-
-#: Longest a batch waits for its predictions to be delivered (the rest follow later).
-PUBLISH_WAIT_S = 1.0
-
-
-class PredictionHook:
-    """``ReportHook`` for ``stream_processors.pipeline.Pipeline``: learn, store, publish.
-
-    Awaited by the agent before the batch's offsets are acknowledged, so a crash
-    replays the batch; the derived ids make that replay idempotent downstream.
-    """
-
-    def __init__(self, settings: Settings, client: Any, producer: Any = None,
-                 predictor: Predictor | None = None) -> None:
-        self.settings = settings
-        self.client = client
-        self.predictor = predictor or Predictor(settings, client)
-        if producer is None:  # heals itself after a broker restart (issue 12)
-            from shardsense.kafka import healing_producer
-
-            producer = healing_producer(settings, what="prediction producer")
-        self.producer = producer
-        self.stats = {"feature_rows": 0, "predictions": 0, "update_s": 0.0, "store_s": 0.0,
-                      "publish_s": 0.0}
-
-    async def __call__(self, reports: list[TimingReport]) -> None:
-        started = time.perf_counter()
-        rows, preds = self.predictor.update(reports)
-        updated = time.perf_counter()
-        self.stats["update_s"] += updated - started
-        # Stored first, published second: a prediction the planner sees is in ClickHouse.
-        work = []
-        if rows:
-            work.append(retry_forever("worker_features insert", WORKER_FEATURES.insert,
-                                      self.client, [row.values() for row in rows]))
-        if preds:
-            work.append(retry_forever("predictions insert", PREDICTIONS.insert, self.client,
-                                      [prediction_row(p) for p in preds]))
-        await asyncio.gather(*work)
-        stored = time.perf_counter()
-        self.stats["store_s"] += stored - updated
-        for p in preds:
-            self.producer.produce(self.settings.topic_predictions, encode(p),
-                                  key=timing_key(p.job_id, p.worker_id))
-        if preds:  # bounded: a long batch across a group re-join can lose reports (issue 12)
-            left = await asyncio.to_thread(self.producer.flush, PUBLISH_WAIT_S)
-            if left:
-                log.warning("%d prediction messages still queued after %.0fs (sent later)",
-                            left, PUBLISH_WAIT_S)
-        self.stats["publish_s"] += time.perf_counter() - stored
-        self.stats["feature_rows"] += len(rows)
-        self.stats["predictions"] += len(preds)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Deliver queued predictions, drop the producer, stop the retrain thread."""
-        if self.producer is not None:
-            self.producer.flush(timeout)
-            self.producer = None  # its librdkafka threads end with it
-        self.predictor.close()

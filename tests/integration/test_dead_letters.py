@@ -16,7 +16,7 @@ from shardsense.clickhouse import connect
 from shardsense.events import TIMING_COLUMNS, DeadLetter, TimingReport, decode, encode
 from shardsense.kafka import consumer_config, producer_config
 from shardsense.settings import Settings
-from shardsense.topics import timing_key
+from shardsense.topics import job_key
 from stream_processors.app import ProcessorThread, create_app
 
 pytestmark = pytest.mark.integration
@@ -58,10 +58,10 @@ def test_each_broken_payload_is_dead_lettered_and_valid_events_flow(settings: Se
     producer = Producer(producer_config(settings))
     valid: list[TimingReport] = []
     for i, payload in enumerate(broken.values()):
-        producer.produce(settings.topic_timings, payload, key=timing_key(settings.job_id, 0))
+        producer.produce(settings.topic_timings, payload, key=job_key(settings.job_id))
         report = TimingReport.new(settings.job_id, i % 3, {c: [i, i + 1] for c in TIMING_COLUMNS})
         producer.produce(settings.topic_timings, encode(report),
-                         key=timing_key(settings.job_id, report.worker_id))
+                         key=job_key(settings.job_id))
         valid.append(report)
     assert producer.flush(15) == 0
 

@@ -58,7 +58,7 @@ def _send_bad_reports(bootstrap: str) -> None:
 
     producer = Producer({"bootstrap.servers": bootstrap})
     for payload in (b"not json at all", b'{"v": 99, "kind": "timing_report"}', b"[1, 2]"):
-        producer.produce("shardsense.timings", payload, key=b"default/0")
+        producer.produce("shardsense.timings", payload, key=b"default")
     assert producer.flush(30) == 0
 
 

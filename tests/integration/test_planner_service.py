@@ -15,6 +15,7 @@ from shardsense.clickhouse import connect
 from shardsense.events import Prediction, ShardMap, decode, encode, new_event_id
 from shardsense.kafka import consumer_config, producer_config
 from shardsense.settings import Settings
+from shardsense.topics import job_key
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def predict(settings: Settings, producer: Producer, tps: dict[int, float], step:
     for rank, t in tps.items():
         p = Prediction(settings.job_id, rank, new_event_id(), time.time(),
                        time_per_sample_s=t, based_on_step=step)
-        producer.produce(settings.topic_predictions, encode(p), key=settings.job_id.encode())
+        producer.produce(settings.topic_predictions, encode(p), key=job_key(settings.job_id))
     producer.flush(10)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from infra.broker import die_with_parent
+from benchmarks.processes import ProcessorProcess
 from shardsense.settings import Settings
 from stream_processors.predictor import prediction_id
 from tests.support.fleet import WORKERS, fleet_reports, produce
@@ -63,54 +62,8 @@ print(json.dumps({
 """
 
 
-class Processor:
-    """``shardsense processor`` in a child process; output appended to ``log``."""
-
-    def __init__(self, settings: Settings, chdb_url: str, log: Path) -> None:
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.flags = [
-            "--kafka-bootstrap", settings.kafka_bootstrap, "--clickhouse-url", chdb_url,
-            "--data-dir", settings.data_dir, "--job-id", settings.job_id,
-            "--topic-timings", settings.topic_timings,
-            "--topic-predictions", settings.topic_predictions,
-            "--topic-shard-maps", settings.topic_shard_maps,
-            "--topic-dead-letters", settings.topic_dead_letters,
-            "--topic-partitions", str(settings.topic_partitions),
-            "--processor-retrain-s", "0", "--log-level", "INFO",
-        ]
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            out.write(f"--- start at {time.time():.3f}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", "processor", *self.flags],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
-            )
-
-    def signal(self, sig: int, timeout: float = 30.0) -> int:
-        """Send ``sig``, reap the process, return its exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"processor ignored signal {sig}\n{self.tail()}") from None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "processor log tail:\n" + "\n".join(text.splitlines()[-lines:])
-
-
-def _until(cond: Callable[[], bool], what: str, proc: Processor, timeout: float = 30.0) -> None:
+def _until(cond: Callable[[], bool], what: str, proc: ProcessorProcess,
+           timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert proc.alive(), f"processor exited while waiting for {what}\n{proc.tail()}"
@@ -124,7 +77,8 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing(settings: Settings, tmp_p
     reports = fleet_reports(settings.job_id, sum(WAVES) // WORKERS, per_report=PER_REPORT)
     cuts = [sum(WAVES[:i]) for i in range(len(WAVES) + 1)]
     waves = [reports[a:b] for a, b in itertools.pairwise(cuts)]
-    proc = Processor(settings, chdb_url, tmp_path / "processor.log")
+    proc = ProcessorProcess(settings.replace(processor_retrain_s=0), chdb_url,
+                            tmp_path / "processor.log")
     progress = Progress(settings)
     timeline: list[str] = []
 
@@ -181,8 +135,9 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing(settings: Settings, tmp_p
     assert got["timings_raw"] >= n_timings, context
     if kill2 == kill1:  # the 2nd run stored a batch and never committed: the 3rd replayed it
         assert got["timings_inserted"] > n_timings, context  # so the dedup did real work
-    assert got["features"] == [len(reports), len(reports)], context
-    assert got["features_raw"] >= len(reports), context
+    n_ticks = n_timings // settings.processor_tick_steps  # one feature row per tick
+    assert got["features"] == [n_ticks, n_ticks], context
+    assert got["features_raw"] >= n_ticks, context
     assert got["predictions"][0] == got["predictions"][1] == len(ids), context
     assert ids <= {prediction_id(r.event_id) for r in reports}, context
     # the last report of every worker was predicted after (at the latest) the last restart

@@ -1,10 +1,12 @@
 """A processor stopped while its inserts keep failing must not commit the batch.
 
-Faust's ``take_events`` acknowledges a batch in a ``finally``, so a stop that
-closes it mid-batch would commit offsets of reports never written. The agent
-holds a reference on each message until its batch is stored (see
-``stream_processors.app``), so that ack commits nothing (real broker and chDB;
-the fault is injected on the client's insert).
+A stop while a batch is being stored must commit none of it (Faust's
+``take_events`` once acked a batch in a ``finally`` and committed reports never
+written). The agent acks a batch only after its store, and marks what it never
+stored acked without the consumer's bookkeeping on the way out (see
+``stream_processors.app.ingest_batches``), so nothing of it is committed and a
+restart stores it all (real broker and chDB; the fault is injected on the client's
+insert).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from confluent_kafka import Producer
 from shardsense.events import TimingReport, encode
 from shardsense.kafka import producer_config
 from shardsense.settings import Settings
-from shardsense.topics import timing_key
+from shardsense.topics import job_key
 
 __all__ = ["WORKERS", "fleet_reports", "produce"]
 
@@ -38,5 +38,5 @@ def produce(settings: Settings, reports: list[TimingReport]) -> None:
     producer = Producer(producer_config(settings))
     for r in reports:
         producer.produce(settings.topic_timings, encode(r),
-                         key=timing_key(r.job_id, r.worker_id))
+                         key=job_key(r.job_id))
     assert producer.flush(20) == 0

@@ -7,53 +7,24 @@ import pytest
 
 from benchmarks.evaluate import detection, make_fleet, make_trace, progressive
 from stream_processors.drift import StragglerDetector
-from stream_processors.features import (
-    FEATURE_NAMES,
-    FleetState,
-    LagFeatures,
-    WorkerStats,
-    detect_period,
-)
+from stream_processors.features import FEATURE_NAMES, FleetState, LagFeatures, detect_period
+from stream_processors.tickrows import window_stats
 
 pytestmark = pytest.mark.unit
 
 
-def test_worker_stats_match_numpy() -> None:
+def test_tick_window_stats_match_numpy() -> None:
     rng = np.random.default_rng(0)
-    ws = WorkerStats(window=50, alpha=0.2)
-    all_tps: list[float] = []
-    ewma = None
-    for r in range(6):
-        samples = rng.integers(0, 64, size=20).tolist()
-        wait = rng.uniform(0, 0.01, size=20).tolist()
-        comp = rng.uniform(0.01, 0.05, size=20).tolist()
-        out = ws.observe(samples, wait, comp, list(range(r * 20, r * 20 + 20)))
-        assert out is not None
-        tps, per_batch = out
-        ok = [i for i, n in enumerate(samples) if n > 0]
-        total = sum(wait[i] + comp[i] for i in ok)
-        assert tps == pytest.approx(total / sum(samples[i] for i in ok))
-        for i in ok:
-            v = (wait[i] + comp[i]) / samples[i]
-            all_tps.append(v)
-            ewma = v if ewma is None else ewma + 0.2 * (v - ewma)
-        assert list(per_batch) == pytest.approx(all_tps[-len(ok):])
-    row = ws.row("j", 3, "e", 1.0, tps, fleet=ewma / 2)
-    win = np.array(all_tps[-50:])
-    assert row.ewma_tps == pytest.approx(ewma)
-    assert row.mean_tps == pytest.approx(win.mean())
-    assert row.p50_tps == pytest.approx(np.percentile(win, 50))
-    assert row.p90_tps == pytest.approx(np.percentile(win, 90))
-    assert row.slowdown == pytest.approx(2.0)
-    assert row.last_step == 119 and row.batches == len(all_tps)
-    assert 0 < row.wait_share < 1
-
-
-def test_trend_sign_and_zero_samples() -> None:
-    ws = WorkerStats(window=64)
-    ws.observe([10] * 64, [0.0] * 64, [0.01 * (1 + i / 64) for i in range(64)], list(range(64)))
-    assert ws.row("j", 0, "e", 0.0, 0.001, 0.001).trend > 0
-    assert ws.observe([0, 0], [0.1, 0.1], [0.1, 0.1], [64, 65]) is None
+    values = rng.lognormal(0, 0.2, (5, 32))
+    count = np.array([32, 20, 8, 3, 1])
+    got = window_stats(values, count)
+    for row, n in enumerate(count):
+        win = values[row, :n]
+        assert got[row, 0] == pytest.approx(win.mean())
+        assert got[row, 1] == pytest.approx(np.percentile(win, 50))
+        assert got[row, 2] == pytest.approx(np.percentile(win, 90))
+        trend = np.polyfit(np.arange(n), win, 1)[0] / win.mean() if n >= 8 else 0.0
+        assert got[row, 3] == pytest.approx(trend, abs=1e-12)
 
 
 def test_fleet_median_ignores_nan_and_nonpositive() -> None:
