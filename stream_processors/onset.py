@@ -14,6 +14,14 @@ point's estimate. Each rank keeps the time and samples accumulated since that
 candidate; an alarm makes it the rank's *onset* (``onset_epoch``/``onset_step``)
 and starts the *level* since the onset (``level_s``: seconds per sample), which
 the predictor serves at once instead of waiting for its forecasters to ramp up.
+
+A *recovery* is the same in the other direction: a second Page-Hinkley (River's
+``mode="down"`` arithmetic) on the same input, its change point the point after
+its running maximum. It moves the onset and the level to where the rank sped up
+again, and ends the alarm's hold. Without it a rank that recovered (a co-tenant's
+burst ending, a throttle resetting) kept its slow forecast while the forecasters
+ramped down: 55-95 steps on the bench's burst (2026-12-01), most of a 100-step
+fast phase.
 """
 
 from __future__ import annotations
@@ -47,6 +55,11 @@ class OnsetColumns(SlotColumns):
         # the onset of the current level (0 = none yet) and the level since it
         "onset_epoch": (0, _I, ()), "onset_step": (0, _I, ()),
         "level_total_s": (0.0, _F, ()), "level_samples": (0.0, _F, ()),
+        # the recovery detector (Page-Hinkley downwards) and its candidate change point
+        "dn_n": (0, _I, ()), "dn_mean": (0.0, _F, ()), "dn_sum": (0.0, _F, ()),
+        "dn_max": (-np.inf, _F, ()), "dn_drift": (False, bool, ()),
+        "dn_at_max": (False, bool, ()), "dn_epoch": (0, _I, ()), "dn_step": (0, _I, ()),
+        "dn_total_s": (0.0, _F, ()), "dn_samples": (0.0, _F, ()), "recoveries": (0, _I, ()),
     }
     ph_n: np.ndarray
     ph_mean: np.ndarray
@@ -67,6 +80,17 @@ class OnsetColumns(SlotColumns):
     onset_step: np.ndarray
     level_total_s: np.ndarray
     level_samples: np.ndarray
+    dn_n: np.ndarray
+    dn_mean: np.ndarray
+    dn_sum: np.ndarray
+    dn_max: np.ndarray
+    dn_drift: np.ndarray
+    dn_at_max: np.ndarray
+    dn_epoch: np.ndarray
+    dn_step: np.ndarray
+    dn_total_s: np.ndarray
+    dn_samples: np.ndarray
+    recoveries: np.ndarray
 
     def __init__(self, delta: float = 0.1, threshold: float = 0.8, min_instances: int = 20,
                  clip: float = 1.9, level: float = 1.3, hold: int = 50, alpha: float = 0.1,
@@ -75,6 +99,8 @@ class OnsetColumns(SlotColumns):
         self.clip, self.level, self.hold = clip, level, hold
         self.alpha, self.baseline_alpha, self.ph_alpha = alpha, baseline_alpha, ph_alpha
         super().__init__()
+        #: The slots of the last :meth:`update` whose point raised a recovery (its mask).
+        self.recovered = np.zeros(0, dtype=bool)
 
     def fields(self) -> dict[str, tuple[Any, Any, tuple[int, ...]]]:
         return {**self.FIELDS, "since_alarm": (self.hold, _I, ())}
@@ -82,7 +108,8 @@ class OnsetColumns(SlotColumns):
     def update(self, slots: np.ndarray, slowdown: np.ndarray, total_s: np.ndarray,
                samples: np.ndarray, epoch: np.ndarray, step: np.ndarray) -> np.ndarray:
         """One point per slot (relative slowdown, its seconds and samples, its first
-        epoch/step); returns the mask of slots whose point raised an onset alarm."""
+        epoch/step); returns the mask of slots whose point raised an onset alarm
+        (:attr:`recovered` then holds the mask of those that raised a recovery)."""
         x = np.clip(slowdown, 0.0, self.clip)
         self.seen[slots] += 1
         self.smoothed[slots] += self.alpha * (x - self.smoothed[slots])
@@ -94,6 +121,7 @@ class OnsetColumns(SlotColumns):
         alarm, new_min = self._page_hinkley(slots, z)
         self._track_candidate(slots, new_min, total_s, samples, epoch, step)
         self._start_levels(slots, alarm, total_s, samples)
+        self.recovered = self._recover(slots, z, total_s, samples, epoch, step) & ~alarm
         return alarm
 
     def _page_hinkley(self, slots: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +162,34 @@ class OnsetColumns(SlotColumns):
         self.level_samples[held] += samples[~alarm]
         self.level_total_s[fired] = self.cand_total_s[fired]
         self.level_samples[fired] = self.cand_samples[fired]
+
+    def _recover(self, slots: np.ndarray, z: np.ndarray, total_s: np.ndarray,
+                 samples: np.ndarray, epoch: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """Page-Hinkley downwards; a recovery moves the onset and the level to its
+        change point (the point after the running maximum) and ends the hold."""
+        reset = self.dn_drift[slots]
+        n = np.where(reset, 0, self.dn_n[slots]) + 1
+        mean = np.where(reset, 0.0, self.dn_mean[slots])
+        mean = mean + (z - mean) / n
+        total = self.ph_alpha * np.where(reset, 0.0, self.dn_sum[slots]) + (z - mean) + self.delta
+        high = np.where(reset, -np.inf, self.dn_max[slots])
+        new_max = total > high
+        high = np.where(new_max, total, high)
+        drift = (n >= self.min_instances) & (high - total > self.threshold)
+        self.dn_n[slots], self.dn_mean[slots], self.dn_sum[slots] = n, mean, total
+        self.dn_max[slots], self.dn_drift[slots] = high, drift
+        start = self.dn_at_max[slots]
+        self.dn_total_s[slots] = np.where(start, 0.0, self.dn_total_s[slots]) + total_s
+        self.dn_samples[slots] = np.where(start, 0.0, self.dn_samples[slots]) + samples
+        self.dn_epoch[slots] = np.where(start, epoch, self.dn_epoch[slots])
+        self.dn_step[slots] = np.where(start, step, self.dn_step[slots])
+        self.dn_at_max[slots] = new_max
+        up = slots[drift]
+        self.recoveries[up] += 1
+        self.since_alarm[up] = np.maximum(self.since_alarm[up], self.hold)
+        self.onset_epoch[up], self.onset_step[up] = self.dn_epoch[up], self.dn_step[up]
+        self.level_total_s[up], self.level_samples[up] = self.dn_total_s[up], self.dn_samples[up]
+        return drift
 
     def straggler(self, slots: np.ndarray) -> np.ndarray:
         """The planner's flag: a fresh onset, or a persistently slow rank."""

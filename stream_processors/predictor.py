@@ -17,8 +17,9 @@ state advances point by point and tick by tick, in order, in *rounds*
   onset (the same tick as point by point, unless a backlog batch holds several
   onsets of one rank: then the last one wins).
 
-An onset alarm re-levels at once: until the rank's next tick completes, the
-served level is the mean of its batches since the estimated change point
+An onset alarm (or a recovery: the detector's downward half) re-levels at once:
+until the rank's next tick completes, the served level is the mean of its
+batches since the estimated change point
 (``onset.OnsetColumns``), then that mean becomes its recent history
 (``lags.LagColumns.relevel``). Ids derive from the input (ticks from
 ``(job, rank, epoch, block)``, predictions from the report), so a replay lands
@@ -189,6 +190,7 @@ class Predictor:
             i = np.flatnonzero(ok)[idx]
             fired = self.onset.update(pslot[i], rel[i], pts.total_s[i], pts.samples[i],
                                       pts.epoch[i], pts.step[i])
+            fired |= self.onset.recovered  # a recovery re-levels (and is news) too
             self.pending.relevel[pslot[i][fired]] = True
             self.serving.news[pslot[i][fired]] = True
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench.analysis import WARMUP, analyse, goals, static_overhead
-from benchmarks.bench.scenarios import BenchConfig, Scenario, catalogue
+from benchmarks.bench.scenarios import RECURRING_CYCLES, BenchConfig, Scenario, catalogue
 from benchmarks.loop import render
 from benchmarks.loop.feasibility import bounds
 from benchmarks.loop.methods import METHODS, PATHS
@@ -119,8 +119,9 @@ def build(cfg: BenchConfig, scenarios: dict[str, Scenario], results: list[dict[s
                          "each scenario's static run",
         "setup": (f"{cfg.world} ranks (gloo, CPU, 1 thread each), MLP 64-64-10 on load_digits "
                   f"(80/20 split, repeated to {cfg.epoch_steps}-step epochs), global batch "
-                  f"{cfg.global_batch}, {cfg.steps} steps per run (recurring scenarios: 3 "
-                  f"periods), {cfg.num_shards} shards, sync every {cfg.sync_every} steps; "
+                  f"{cfg.global_batch}, {cfg.steps} steps per run (recurring scenarios: "
+                  f"{RECURRING_CYCLES} periods), {cfg.num_shards} shards, sync every "
+                  f"{cfg.sync_every} steps; "
                   f"injected work {1e3 * cfg.base_delay_s:g} ms per sample times the "
                   "scenario's slowdown (time.sleep before the forward pass)"),
         "scenarios": {n: scenarios[n].title for n in cfg.scenarios},

@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 
 from benchmarks.loop.methods import DEFAULT_METHODS
 
-__all__ = ["SCENARIO_NAMES", "Scenario", "catalogue"]
+__all__ = ["RECURRING_CYCLES", "SCENARIO_NAMES", "Scenario", "catalogue"]
 
 #: Names in the order the bench runs them.
 SCENARIO_NAMES = ("slow-2x", "onset-3x", "periodic", "none", "burst", "turns", "thermal")
-#: Periods a recurring scenario runs for at least (a forecaster needs to see it recur).
-RECURRING_CYCLES = 3
+#: Periods a recurring scenario runs for at least: the recurrence bank trusts a period
+#: after ~3 (eval, docs/eval/RESULTS.md), so 3 left no trusted periods to plan ahead for.
+RECURRING_CYCLES = 6
 
 
 @dataclass(frozen=True)

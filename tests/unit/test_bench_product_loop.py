@@ -36,7 +36,7 @@ def test_recurring_scenarios_follow_issue_14():
     burst = cat["burst"]
     on = [t for t in range(450) if burst.delay(3, t) > BASE]
     assert len(on) == 150 and on[:2] == [50, 51] and on[49] == 99 and on[50] == 200
-    assert burst.steps == 450 and burst.persistent_delay(3, 0) == pytest.approx(BASE / (5 / 6))
+    assert burst.steps == 900 and burst.persistent_delay(3, 0) == pytest.approx(BASE / (5 / 6))
     turns = cat["turns"]
     for t in (0, 99, 100, 199, 200):
         slowed = [r for r in range(4) if turns.delay(r, t) > BASE]
@@ -44,7 +44,7 @@ def test_recurring_scenarios_follow_issue_14():
     thermal = cat["thermal"]
     ramp = [thermal.delay(3, t) / BASE for t in (0, 100, 199, 200)]
     assert ramp == pytest.approx([1.0, 1 + 1.5 * 100 / 199, 2.5, 1.0])
-    assert thermal.steps == 600 and thermal.cycle(3) == 200 and thermal.cycle(0) == 1
+    assert thermal.steps == 1200 and thermal.cycle(3) == 200 and thermal.cycle(0) == 1
 
 
 def test_changes_find_onsets_recoveries_and_a_straggler_from_the_start():

@@ -105,6 +105,30 @@ def test_onset_estimates_the_change_point_and_the_new_level() -> None:
     assert oc.level_s(s)[0] == pytest.approx(2.5, rel=0.1)
 
 
+def test_a_recovery_moves_the_level_back_at_once_and_steady_noise_raises_none() -> None:
+    """A 50-point 2x burst, then back: the onset, then a recovery near the end of the
+    burst whose level is the fast one; 2,000 noisy steady points raise nothing."""
+    rng = np.random.default_rng(4)
+    oc = OnsetColumns()
+    oc.ensure(2)
+    s = np.array([0, 1])
+    step = 0
+    for level, n in ((1.0, 300), (2.0, 50), (1.0, 15)):
+        for _ in range(n):
+            v = np.array([level, 1.0]) * rng.lognormal(0, 0.05, 2)
+            oc.update(s, v, v, np.ones(2), np.zeros(2, int), np.full(2, step))
+            step += 1
+    assert oc.alarms.tolist() == [1, 0] and oc.recoveries.tolist() == [1, 0]
+    assert abs(int(oc.onset_step[0]) - 350) <= 2
+    assert oc.level_s(s)[0] == pytest.approx(1.0, rel=0.1)
+    assert not oc.straggler(s)[0]  # the alarm's hold ended with the recovery
+    for _ in range(2000):
+        v = rng.lognormal(0, 0.05, 2)
+        oc.update(s, v, v, np.ones(2), np.zeros(2, int), np.full(2, step))
+        step += 1
+    assert oc.recoveries.tolist() == [1, 0] and oc.alarms.tolist() == [1, 0]
+
+
 @pytest.fixture(scope="module")
 def booster():
     rng = np.random.default_rng(0)
