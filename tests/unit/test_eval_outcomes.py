@@ -91,7 +91,7 @@ def test_new_cadence_trains_at_the_row_threshold_and_the_old_one_on_its_timer() 
 def test_eval_prints_every_table(capsys) -> None:
     code = main(["--families", "burst", "--seeds", "1", "--ticks", "600", "--workers", "4",
                  "--trials", "2", "--cost-ranks", "64",
-                 "--traces", "docs/bench/traces/periodic-static.csv"])
+                 "--traces", "docs/bench/traces/periodic-static.csv.gz"])
     out = capsys.readouterr().out
     assert code == 0
     for title in ("Progressive validation", "Closed loop", "Recurrence forecast",
