@@ -246,6 +246,14 @@ class Settings:
         metadata=_doc("A job without predictions this long is forgotten (its state freed; its "
                       "maps stay on the compacted topic).", minimum=1),
     )
+    planner_facts_url: str = field(
+        default="",
+        metadata=_doc("ClickHouse the planner reads the trainers' facts from (batch_timings: the "
+                      "map version in force, what a move cost); it writes decisions and maps to "
+                      "clickhouse_url. Empty: clickhouse_url. A planner run apart from the "
+                      "embedded stack has its own chDB path and points this at the stack's "
+                      "read-only SQL endpoint (http://127.0.0.1:<sql_port>)."),
+    )
     # -- stream processor learning (stream_processors/predictor.py); measured by `eval`
     processor_forecaster: str = field(
         default="auto",

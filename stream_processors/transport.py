@@ -196,7 +196,10 @@ async def stream_events(stream: Any, app: Any) -> AsyncIterator[Any]:
     consumer = app.consumer
     flow = app.flow_control
     while True:
-        event = await queue.get()
+        try:
+            event = await queue.get()
+        except StopAsyncIteration:  # Faust closes the channel on its way out: the stream ends
+            return
         message = event.message
         if not flow.is_active() or message.generation_id != app.consumer_generation_id:
             continue
