@@ -27,9 +27,6 @@ import pytest
 
 from infra.broker import EmbeddedBroker
 from planner_service.service import Planner
-from producers.mapfeed import KafkaMapSource
-from producers.maps import JobShape, elastic_map
-from producers.telemetry import KafkaTimingSink
 from shardsense.clickhouse import connect
 from shardsense.kafka import create_topics
 from shardsense.net import free_port
@@ -37,7 +34,7 @@ from shardsense.settings import Settings
 from stream_processors.app import ProcessorThread, consumer_group, create_app
 from stream_processors.service import default_hooks
 from tests.support.faults import (
-    FakeRanks,
+    FakeJob,
     ServiceProcess,
     Timeline,
     committed,
@@ -138,8 +135,6 @@ def _shrunk(status: dict[str, Any], version: int) -> bool:
         int(status["batch"]) > GLOO_BATCH // 2
 
 
-WORLD, SHARDS, BATCH = 3, 48, 48
-
 
 def test_planner_kill9_restart_with_its_own_store(
     broker: EmbeddedBroker, clickhouse_url: str, tmp_path: Path
@@ -158,35 +153,15 @@ def test_planner_kill9_restart_with_its_own_store(
     planner = ServiceProcess("planner", env=service_env(
         s, clickhouse_url=store_url, data_dir=str(tmp_path / "planner"), log_level="INFO",
         planner_facts_url=sql_url, **_quick_env())).start()
-    maps = KafkaMapSource(s)
-    maps.wait_ready(30)
-    maps.publish(elastic_map(JobShape(s.job_id, 48_000, SHARDS, BATCH), 1, WORLD, None,
-                             reason="first map", at=(0, 0)))
-    sinks = [KafkaTimingSink(s, r) for r in range(WORLD)]
-    ranks = FakeRanks(sinks, maps).start()
-
-    def adapts(tl: Timeline, slowdown: float, shrinks: bool) -> int:
-        version = maps.latest().map_version  # type: ignore[union-attr]
-        ranks.slowdown[2] = slowdown
-        tl.mark(f"rank 2 made {slowdown}x")
-
-        def planned() -> bool:
-            m = maps.latest()
-            share = m.batch_sizes[2] if m else 0
-            return bool(m and m.map_version > version and
-                        (share < BATCH // WORLD if shrinks else share >= BATCH // WORLD))
-
-        tl.watch(f"new map v>{version} in force on rank 0", planned, RECOVER_S)
-        return maps.latest().map_version  # type: ignore[union-attr]
-
+    job = FakeJob(s)
     try:
-        seen = [adapts(Timeline("steady state"), 2.0, shrinks=True)]
+        seen = [job.adapts(Timeline("steady state"), 2, 2.0, True, RECOVER_S)]
         tl = Timeline("planner kill -9, restarted at once (its own chDB path)")
         planner.kill9()
         tl.mark("planner killed")
         planner.start()
         tl.watch("restarted planner ready", lambda: planner.saw("planner: ready"), RECOVER_S)
-        seen.append(adapts(tl, 1.0, shrinks=False))
+        seen.append(job.adapts(tl, 2, 1.0, False, RECOVER_S))
         tl.report("planner killed")
         # the facts a planner with its own store reads through the SQL endpoint pass its guard
         # (the maps are in the planner's store, not in this one)
@@ -195,16 +170,13 @@ def test_planner_kill9_restart_with_its_own_store(
         ClickHouseSink(clickhouse_url, client=client, facts_url=sql_url).transfer_waits(
             s.job_id, 1, seen[0], [0, 1, 2], 1)
     finally:
-        ranks.stop()
-        for sink in sinks:
-            sink.close(2.0)
-        maps.close(2.0)
+        job.stop()
         planner.stop()
         processor.stop()
         sql.stop()
     assert not planner.saw("Traceback"), "\n".join(planner.lines[-40:])
-    assert all(x.dropped == 0 for x in sinks), [x.stats() for x in sinks]
-    offered = set(ranks.offered_at)
+    assert all(x.dropped == 0 for x in job.sinks), [x.stats() for x in job.sinks]
+    offered = set(job.ranks.offered_at)
     wait_until(lambda: all(offered <= steps for steps in
                            stored_steps(client, s.job_id).values()), RECOVER_S, "every timing")
     twice = client.query("SELECT count() FROM (SELECT worker_id, step FROM v_batch_timings "
@@ -216,3 +188,75 @@ def test_planner_kill9_restart_with_its_own_store(
                                "ORDER BY map_version", j=s.job_id)
     assert [v for v, _ in versions] == list(range(1, seen[-1] + 1)), versions
     assert {n for _, n in versions} == {1}, versions
+
+
+def test_console_kill9_restart_reads_through_the_sql_endpoint(
+    clickhouse_url: str, tmp_path: Path
+) -> None:
+    """``shardsense console`` with ``clickhouse_url`` = the store owner's SQL endpoint."""
+    import urllib.request
+
+    from benchmarks.console_fixture import write_run
+    from dash_app.sqlhttp import SqlServer
+
+    client = connect(clickhouse_url)
+    job = f"console-{tmp_path.name[-12:]}"
+    write_run(client, job)
+    sql = SqlServer(Settings.from_env({}, clickhouse_url=clickhouse_url), port=free_port())
+    sql_url = sql.start().rstrip("/")
+    port = free_port()
+    console = ServiceProcess("console", env={
+        "SHARDSENSE_CLICKHOUSE_URL": sql_url, "SHARDSENSE_CONSOLE_PORT": str(port),
+        "SHARDSENSE_JOB_ID": job, "SHARDSENSE_DATA_DIR": str(tmp_path), "SHARDSENSE_LOG_LEVEL":
+        "INFO"})
+
+    def answers(path: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return bool(r.status == 200 and r.read())
+        except OSError:
+            return False
+
+    def serving() -> bool:
+        return all(answers(p) for p in ("/healthz", "/", "/_dash-layout"))
+
+    try:
+        console.start()
+        wait_until(serving, RECOVER_S, "the console's pages")
+        tl = Timeline("console kill -9, restarted at once")
+        console.kill9()
+        tl.mark("console killed")
+        assert not answers("/healthz")
+        console.start()
+        tl.watch("restarted console serves its pages", serving, RECOVER_S)
+        tl.report("console killed")
+        live = _live_refresh(port, job)  # the live page's callback: its panels' queries
+        assert "could not load" not in live and "No batch timings" not in live, live[:2000]
+        assert not console.saw("Traceback"), "\n".join(console.lines[-40:])
+        assert not console.saw("callback failed"), "\n".join(console.lines[-40:])
+    finally:
+        console.stop()
+        sql.stop()
+
+
+def _live_refresh(port: int, job: str) -> str:
+    """The live page's refresh callback, as the browser posts it; the JSON answer."""
+    import json
+    import urllib.request
+
+    outputs = [("live-cards", "children"), ("batch-time-graph", "figure"),
+               ("stragglers-panel", "children"), ("share-graph", "figure"),
+               ("live-updated", "children")]
+    body = {
+        "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
+        "outputs": [{"id": i, "property": p} for i, p in outputs],
+        "inputs": [{"id": "live-interval", "property": "n_intervals", "value": 1},
+                   {"id": "job", "property": "value", "value": job},
+                   {"id": "live-window", "property": "value", "value": 600}],
+        "changedPropIds": ["live-interval.n_intervals"], "state": [],
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/_dash-update-component", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return str(r.read().decode())

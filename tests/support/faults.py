@@ -4,6 +4,7 @@
 * :class:`Timeline`: the first time each named thing happened, relative to a fault,
   printed as the recovery table the tests report (never asserted on: the machine is
   shared, tests assert counts and orders).
+* :class:`FakeJob`: rank 0's map source, a sink per rank and :class:`FakeRanks`.
 * :class:`FakeRanks`: ranks that offer timings to real ``KafkaTimingSink`` s at a steady
   pace from a thread, following the map version a map source holds, with a per-rank
   slowdown that can change mid-run (so "the loop adapted" is observable without DDP).
@@ -30,8 +31,9 @@ from typing import Any, Self
 
 from shardsense.settings import Settings
 
-__all__ = ["FakeRanks", "ServiceProcess", "Timeline", "UpProcess", "committed", "fault_settings",
-           "log_ends", "query_elsewhere", "service_env", "stored_steps", "wait_until"]
+__all__ = ["FakeJob", "FakeRanks", "ServiceProcess", "Timeline", "UpProcess", "committed",
+           "fault_settings", "log_ends", "query_elsewhere", "service_env", "stored_steps",
+           "wait_until"]
 
 
 def fault_settings(bootstrap: str, clickhouse_url: str, data_dir: Path, **extra: Any) -> Settings:
@@ -137,6 +139,50 @@ class FakeRanks:
 
     def steps_after(self, wall: float) -> set[int]:
         return {s for s, t in list(self.offered_at.items()) if t > wall}
+
+
+class FakeJob:
+    """Rank 0's map source with the job's first map, a sink per rank, and :class:`FakeRanks`."""
+
+    def __init__(self, s: Settings, world: int = 3, shards: int = 48, batch: int = 48) -> None:
+        from producers.mapfeed import KafkaMapSource
+        from producers.maps import JobShape, elastic_map
+        from producers.telemetry import KafkaTimingSink
+
+        self.world, self.batch = world, batch
+        self.maps = KafkaMapSource(s)
+        self.maps.wait_ready(30)
+        self.maps.publish(elastic_map(JobShape(s.job_id, 48_000, shards, batch), 1, world, None,
+                                      reason="first map", at=(0, 0)))
+        self.sinks = [KafkaTimingSink(s, r) for r in range(world)]
+        self.ranks = FakeRanks(self.sinks, self.maps).start()
+
+    def version(self) -> int:
+        latest = self.maps.latest()
+        return latest.map_version if latest else 0
+
+    def adapts(self, tl: Timeline, rank: int, slowdown: float, shrinks: bool,
+               timeout: float) -> int:
+        """Change ``rank``'s speed; wait for a newer map giving it less (or its share back)."""
+        version = self.version()
+        self.ranks.slowdown[rank] = slowdown
+        tl.mark(f"rank {rank} made {slowdown}x")
+        fair = self.batch // self.world
+
+        def planned() -> bool:
+            m = self.maps.latest()
+            share = m.batch_sizes[rank] if m else 0
+            return bool(m and m.map_version > version and
+                        (share < fair if shrinks else share >= fair))
+
+        tl.watch(f"new map v>{version} in force on rank 0", planned, timeout)
+        return self.version()
+
+    def stop(self) -> None:
+        self.ranks.stop()
+        for sink in self.sinks:
+            sink.close(2.0)
+        self.maps.close(2.0)
 
 
 def stored_steps(client: Any, job_id: str) -> dict[int, set[int]]:
