@@ -113,6 +113,7 @@ class FakeRanks:
         self.slowdown = [1.0] * len(sinks)
         self.step = 0
         self.offered_at: dict[int, float] = {}  # step -> wall time it was offered
+        self.max_offer_s = 0.0  # the longest one sink.offer took: telemetry must never block
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fake-ranks", daemon=True)
 
@@ -132,7 +133,9 @@ class FakeRanks:
             for rank, sink in enumerate(self.sinks):
                 share = latest.batch_sizes[rank] if latest is not None else self.samples
                 compute = self.base_s * self.slowdown[rank] * share / self.samples
+                began = time.perf_counter()
                 sink.offer(0, self.step, share, 0.001, compute, version, now)
+                self.max_offer_s = max(self.max_offer_s, time.perf_counter() - began)
             self.offered_at[self.step] = now
             self.step += 1
             self._stop.wait(self.step_s)
