@@ -163,6 +163,7 @@ def test_planner_kill9_restart_with_its_own_store(
         tl.watch("restarted planner ready", lambda: planner.saw("planner: ready"), RECOVER_S)
         seen.append(job.adapts(tl, 2, 1.0, False, RECOVER_S))
         tl.report("planner killed")
+        print("\n".join(planner.lines[:12]), flush=True)  # the restart's log: where time goes
         # the facts a planner with its own store reads through the SQL endpoint pass its guard
         # (the maps are in the planner's store, not in this one)
         stored, in_force = durable_facts(client, s.job_id, connect(sql_url))
