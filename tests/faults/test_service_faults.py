@@ -1,19 +1,22 @@
-"""Issue 12, item 4: the processor and the planner each die alone (kill -9) and come back.
+"""Issue 12, item 4: the processor, the planner and the console each die alone (kill -9).
 
-Each runs as its own process (``shardsense processor`` / ``shardsense planner``) against
-this test's embedded broker. chDB lets one process open a path, so each has its own:
-the processor's store holds what it writes and reads (timings, features, predictions:
-its warm start); the planner's holds its decisions and every map it sees, and it reads
-the trainers' facts (``batch_timings``) through the read-only SQL endpoint of the
-store that has them (``planner_facts_url``). This pytest process holds the session's
-chDB path, so a stopped service's store is read by a child (:func:`query_elsewhere`).
+Each runs as its own process (``shardsense processor|planner|console``). chDB lets one
+process open a path, so beside the embedded stack each has what it needs from
+ClickHouse (docs/ARCHITECTURE.md, "Process model"): the processor its own path (what
+it writes and reads: timings, features, predictions, its warm start); the planner its
+own path (its decisions and every map it sees) and the stack's read-only SQL endpoint
+for the trainers' facts (``planner_facts_url``); the console the SQL endpoint. A
+stopped service's own path is read by a child (:func:`query_elsewhere`): this pytest
+process holds the session's.
 
-* processor kill -9, restarted at once, under 2 real gloo ranks (``fault_rank.py``);
-* planner kill -9, restarted at once, under fake ranks and an in-process processor.
+* processor kill -9, restarted at once, under 2 real gloo ranks (``fault_rank.py``),
+  the planner in this process;
+* planner kill -9, restarted at once, beside ``up --services processor,sql``, fake ranks;
+* console kill -9, restarted at once, over an SQL endpoint on the session's store.
 
-Each asserts the four things of item 7: training finished, exactly-once held, a speed
-change made after the restart was adapted to, and the ``v_*`` views hold every event
-once. Recovery times are printed (``Timeline``), never asserted.
+The first two assert the four things of item 7: training finished, exactly-once held,
+a speed change made after the restart was adapted to, and the ``v_*`` views hold every
+timing (and map version) once. Recovery times are printed (``Timeline``), never asserted.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from shardsense.clickhouse import connect
 from shardsense.kafka import create_topics
 from shardsense.net import free_port
 from shardsense.settings import Settings
-from stream_processors.app import ProcessorThread, consumer_group, create_app
-from stream_processors.service import default_hooks
+from stream_processors.app import consumer_group
 from tests.support.faults import (
     FakeJob,
     ServiceProcess,
     Timeline,
+    UpProcess,
     committed,
     fault_settings,
     log_ends,
@@ -136,22 +139,23 @@ def _shrunk(status: dict[str, Any], version: int) -> bool:
 
 
 
-def test_planner_kill9_restart_with_its_own_store(
-    broker: EmbeddedBroker, clickhouse_url: str, tmp_path: Path
-) -> None:
-    from dash_app.sqlhttp import SqlServer
+def test_planner_kill9_restart_beside_the_stack(tmp_path: Path) -> None:
+    """``up --services processor,sql`` owns the store; the planner has its own path and
+    reads ``batch_timings`` through the stack's SQL endpoint (``planner_facts_url``)."""
     from planner_service.recovery import durable_facts
     from planner_service.sink import ClickHouseSink
 
-    s = fault_settings(broker.bootstrap, clickhouse_url, tmp_path, **QUICK)
-    create_topics(s)
-    client = connect(clickhouse_url)
-    processor = ProcessorThread(create_app(s, client, default_hooks(s, client))).start()
-    sql = SqlServer(s, port=free_port())
-    sql_url = sql.start().rstrip("/")
-    store_url = f"chdb://{tmp_path / 'planner' / 'clickhouse'}"
+    port, sql_port, data = free_port(), free_port(), tmp_path / "stack"
+    s = fault_settings(f"127.0.0.1:{port}", f"chdb://{data / 'clickhouse'}", tmp_path, **QUICK)
+    up = UpProcess(data, "--broker-port", str(port), "--sql-port", str(sql_port), "--services",
+                   "processor,sql", "--log-level", "WARNING",
+                   env=service_env(s, broker=False, **_quick_env())).start()
+    up.wait_for("ShardSense stack ready", RECOVER_S)
+    sql_url = f"http://127.0.0.1:{sql_port}"
+    store = connect(sql_url)  # the stack's store, read-only
+    planner_url = f"chdb://{tmp_path / 'planner' / 'clickhouse'}"
     planner = ServiceProcess("planner", env=service_env(
-        s, clickhouse_url=store_url, data_dir=str(tmp_path / "planner"), log_level="INFO",
+        s, clickhouse_url=planner_url, data_dir=str(tmp_path / "planner"), log_level="INFO",
         planner_facts_url=sql_url, **_quick_env())).start()
     job = FakeJob(s)
     try:
@@ -164,27 +168,30 @@ def test_planner_kill9_restart_with_its_own_store(
         seen.append(job.adapts(tl, 2, 1.0, False, RECOVER_S))
         tl.report("planner killed")
         print("\n".join(planner.lines[:12]), flush=True)  # the restart's log: where time goes
-        # the facts a planner with its own store reads through the SQL endpoint pass its guard
-        # (the maps are in the planner's store, not in this one)
-        stored, in_force = durable_facts(client, s.job_id, connect(sql_url))
+        # what the planner reads through the endpoint passes its guard (its maps are in its
+        # own store, not in the stack's)
+        stored, in_force = durable_facts(store, s.job_id, store)
         assert stored is None and seen[0] <= in_force <= seen[-1], (stored, in_force)
-        ClickHouseSink(clickhouse_url, client=client, facts_url=sql_url).transfer_waits(
-            s.job_id, 1, seen[0], [0, 1, 2], 1)
+        sink = ClickHouseSink(sql_url)
+        sink.transfer_waits(s.job_id, 1, seen[0], [0, 1, 2], 1)
+        sink.close()
+        job.stop()
+        offered = set(job.ranks.offered_at)
+        wait_until(lambda: all(offered <= steps for steps in
+                               stored_steps(store, s.job_id).values()), RECOVER_S,
+                   "every timing in the stack's store")
+        twice = store.query("SELECT count() FROM (SELECT worker_id, step FROM v_batch_timings "
+                            "WHERE job_id = {j:String} GROUP BY worker_id, step "
+                            "HAVING count() > 1)", parameters={"j": s.job_id}).result_rows
     finally:
         job.stop()
         planner.stop()
-        processor.stop()
-        sql.stop()
-    assert not planner.saw("Traceback"), "\n".join(planner.lines[-40:])
-    assert all(x.dropped == 0 for x in job.sinks), [x.stats() for x in job.sinks]
-    offered = set(job.ranks.offered_at)
-    wait_until(lambda: all(offered <= steps for steps in
-                           stored_steps(client, s.job_id).values()), RECOVER_S, "every timing")
-    twice = client.query("SELECT count() FROM (SELECT worker_id, step FROM v_batch_timings "
-                         "WHERE job_id = {j:String} GROUP BY worker_id, step "
-                         "HAVING count() > 1)", parameters={"j": s.job_id}).result_rows
+        up.stop()
     assert twice == [(0,)]
-    versions = query_elsewhere(store_url, "SELECT map_version, count() FROM v_shard_maps "
+    assert not planner.saw("Traceback"), "\n".join(planner.lines[-40:])
+    assert not up.saw("Traceback"), "\n".join(up.lines[-40:])
+    assert all(x.dropped == 0 for x in job.sinks), [x.stats() for x in job.sinks]
+    versions = query_elsewhere(planner_url, "SELECT map_version, count() FROM v_shard_maps "
                                "WHERE job_id = {j:String} GROUP BY map_version "
                                "ORDER BY map_version", j=s.job_id)
     assert [v for v, _ in versions] == list(range(1, seen[-1] + 1)), versions

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from shardsense.net import free_port
-from tests.support.faults import FakeJob, Timeline, UpProcess, fault_settings
+from tests.support.faults import FakeJob, Timeline, UpProcess, fault_settings, service_env
 
 pytestmark = pytest.mark.faults
 
@@ -50,9 +50,7 @@ print(json.dumps({
 def test_up_kill9_immediate_restart_and_broker_child_death(tmp_path: Path) -> None:
     port, data = free_port(), tmp_path / "stack"
     s = fault_settings(f"127.0.0.1:{port}", f"chdb://{data / 'clickhouse'}", tmp_path)
-    env = {**PLANNER_ENV, "SHARDSENSE_JOB_ID": s.job_id,
-           **{f"SHARDSENSE_TOPIC_{t.role.upper()}": t.name for t in s.topics()},
-           "SHARDSENSE_TOPIC_PARTITIONS": str(s.topic_partitions)}
+    env = {**PLANNER_ENV, **service_env(s, broker=False)}
     args = ("--broker-port", str(port), "--services", "processor,planner", "--log-level",
             "WARNING")
     up = UpProcess(data, *args, env=env).start()

@@ -264,11 +264,13 @@ class UpProcess(ServiceProcess):
         return dict(json.loads((self.data_dir / "stack.json").read_text()))
 
 
-def service_env(s: Settings, **extra: str) -> dict[str, str]:
-    """``SHARDSENSE_*`` variables that give a child process ``s``'s broker, topics and job."""
-    env = {"SHARDSENSE_KAFKA_BOOTSTRAP": s.bootstrap_servers, "SHARDSENSE_JOB_ID": s.job_id,
-           "SHARDSENSE_TOPIC_PARTITIONS": str(s.topic_partitions),
+def service_env(s: Settings, broker: bool = True, **extra: str) -> dict[str, str]:
+    """``SHARDSENSE_*`` variables that give a child process ``s``'s topics, job and broker
+    (``broker=False`` for ``up``, which starts the embedded one on ``--broker-port``)."""
+    env = {"SHARDSENSE_JOB_ID": s.job_id, "SHARDSENSE_TOPIC_PARTITIONS": str(s.topic_partitions),
            **{f"SHARDSENSE_TOPIC_{t.role.upper()}": t.name for t in s.topics()}}
+    if broker:
+        env["SHARDSENSE_KAFKA_BOOTSTRAP"] = s.bootstrap_servers
     return {**env, **{f"SHARDSENSE_{k.upper()}": v for k, v in extra.items()}}
 
 
