@@ -394,6 +394,13 @@ class Settings:
             )
         if scheme == "chdb" and not urlsplit(url).path:
             raise ConfigError(env_name("clickhouse_url"), "chdb URL needs a path: chdb:///path")
+        facts = urlsplit(self.planner_facts_url).scheme
+        if self.planner_facts_url and facts not in ("http", "https"):
+            raise ConfigError(
+                env_name("planner_facts_url"),
+                f"expected http(s)://host:port (a ClickHouse server or the stack's SQL endpoint), "
+                f"got scheme {facts!r}: chDB opens one path per process, the planner's own",
+            )
 
     # ------------------------------------------------------------ derived values
 
@@ -440,7 +447,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "kafka_options":
                 value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
-            elif f.name == "clickhouse_url":
+            elif f.name in ("clickhouse_url", "planner_facts_url"):
                 value = redact(value)
             elif f.metadata.get("secret") and value:
                 value = "***"
