@@ -136,7 +136,9 @@ def batch_series_sql() -> str:
     """Per worker and time bucket: actual batch time, the batch time predicted for it, samples.
 
     The prediction for a batch is the worker's latest prediction made before the
-    batch ended (ASOF join), times the batch's sample count.
+    batch ended (ASOF join), times the batch's sample count; NULL without one (a
+    Nullable column's default, not ``SETTINGS join_use_nulls``: a read-only session,
+    the SQL endpoint's, refuses settings in a query).
     """
     return f"""
 SELECT
@@ -151,11 +153,11 @@ FROM (
     WHERE job_id = {{job:String}} AND end_ts >= {_LAST_END} - toIntervalSecond({{window:UInt32}})
 ) AS b
 ASOF LEFT JOIN (
-    SELECT worker_id, ts, time_per_sample_s FROM v_predictions WHERE job_id = {{job:String}}
+    SELECT worker_id, ts, toNullable(time_per_sample_s) AS time_per_sample_s
+    FROM v_predictions WHERE job_id = {{job:String}}
 ) AS p ON b.worker_id = p.worker_id AND b.end_ts >= p.ts
 GROUP BY worker_id, t
 ORDER BY worker_id, t
-SETTINGS join_use_nulls = 1
 """
 
 

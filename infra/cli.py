@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("up", "demo"):
             p.add_argument(
                 "--services", default="",
-                help="comma list of processor,planner,console to run here, or 'none' "
-                     "(when they run elsewhere); default all",
+                help="comma list of processor,planner,console,sql to run here, or 'none' "
+                     "(when they run elsewhere); default all (the console starts sql too)",
             )
         if name == "demo":
             p.add_argument("--seconds", type=float, default=30.0,

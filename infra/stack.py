@@ -30,7 +30,9 @@ __all__ = ["SERVICES", "Stack", "up"]
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("processor", "planner", "console")
+#: ``sql`` is the read-only SQL endpoint over the stack's chDB (started with the console too):
+#: how services run as their own processes read the store this process owns.
+SERVICES = ("processor", "planner", "console", "sql")
 
 
 class _Service(Protocol):
@@ -82,6 +84,7 @@ class Stack:
                 self._running.append(self._start_planner())
             if "console" in self.services:
                 self._running.append(self._start_console())
+            if "sql" in self.services or "console" in self.services:
                 self._start_sql()
         except BaseException:
             self.stop()

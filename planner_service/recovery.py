@@ -63,12 +63,17 @@ def map_from_row(row: Any) -> ShardMap:
     return dataclasses.replace(built, event_id=str(values["event_id"]), ts=stamp)
 
 
-def durable_facts(client: Any, job_id: str) -> tuple[ShardMap | None, int]:
-    """(newest stored map of the job or None, newest version a rank reported in force)."""
+def durable_facts(client: Any, job_id: str, timings: Any = None) -> tuple[ShardMap | None, int]:
+    """(newest stored map of the job or None, newest version a rank reported in force).
+
+    Maps are read from ``client`` (the planner stores every map it sees there), the
+    version in force from ``timings`` (default ``client``): a planner with its own
+    chDB path reads the processor's ``batch_timings`` through another store.
+    """
     params = {"job": job_id}
     rows = client.query(LATEST_MAP_SQL, parameters=params).result_rows
     stored = map_from_row(rows[0]) if rows else None
-    in_force = client.query(VERSION_IN_FORCE_SQL, parameters=params).result_rows
+    in_force = (timings or client).query(VERSION_IN_FORCE_SQL, parameters=params).result_rows
     version = int(in_force[0][0] or 0) if in_force else 0
     return stored, version
 

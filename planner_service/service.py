@@ -67,7 +67,8 @@ class Planner:
         self.jobs = JobTable(
             PolicyConfig.from_settings(s), debounce_s=s.planner_debounce_ms / 1000,
             interval_s=s.planner_interval_ms / 1000, idle_s=float(s.planner_job_idle_s))
-        self.sink: DecisionSink = sink or ClickHouseSink(s.resolved_clickhouse_url, client=client)
+        self.sink: DecisionSink = sink or ClickHouseSink(
+            s.resolved_clickhouse_url, client=client, facts_url=s.planner_facts_url)
         self.probe = TransferProbe(self.sink)
         self.recovery = BaseRecovery(self.sink)
         self.ready = threading.Event()  # set once assigned and its map partitions are read
@@ -313,5 +314,17 @@ def main(settings: Settings) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
+    _ensure_schema(settings)
     Planner(settings).run(stop)
     return 0
+
+
+def _ensure_schema(settings: Settings) -> None:
+    """Its own store (a fresh chDB path) gets the tables; a failure only warns: the sink retries."""
+    from shardsense.clickhouse import connect
+    from shardsense.schema import apply_schema
+
+    try:
+        apply_schema(connect(settings.resolved_clickhouse_url))
+    except Exception as exc:
+        log.warning("planner: could not apply the ClickHouse schema: %s", exc)

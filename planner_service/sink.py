@@ -88,9 +88,13 @@ class ClickHouseSink:
     """Batches inserts into ``planner_decisions`` and ``shard_maps`` from a daemon thread."""
 
     def __init__(
-        self, url: str, *, client: Any = None, flush_s: float = 0.5, retries: int = 3
+        self, url: str, *, client: Any = None, flush_s: float = 0.5, retries: int = 3,
+        facts_url: str = "",
     ) -> None:
+        """``facts_url``: where ``batch_timings`` is read (``planner_facts_url``; empty: url)."""
         self.url = url
+        self.facts_url = facts_url if facts_url != url else ""
+        self._facts: Any = None
         self.flush_s = flush_s
         self.retries = retries
         self._queue: queue.Queue[tuple[str, list[Any]] | None] = queue.Queue()
@@ -105,6 +109,16 @@ class ClickHouseSink:
             self._client = connect(self.url)
         return self._client
 
+    def facts(self) -> Any:
+        """The client that reads the trainers' facts (``batch_timings``)."""
+        if not self.facts_url:
+            return self.client()
+        if self._facts is None:
+            from shardsense.clickhouse import connect
+
+            self._facts = connect(self.facts_url)
+        return self._facts
+
     def record_decision(self, job_id: str, decision: Decision) -> None:
         self._queue.put((PLANNER_DECISIONS.name, decision.row(job_id)))
 
@@ -116,7 +130,7 @@ class ClickHouseSink:
     ) -> dict[int, float]:
         """Per rank with ``first`` batches under ``new``: wait above the old median per sample."""
         params = {"job": job_id, "old": old, "new": new, "ranks": ranks, "k": first}
-        rows = self.client().query(_TRANSFER_SQL, parameters=params).result_rows
+        rows = self.facts().query(_TRANSFER_SQL, parameters=params).result_rows
         return {
             int(rank): float(sum(max(0.0, w - base * n) for w, n in batches))
             for rank, base, batches in rows
@@ -126,7 +140,7 @@ class ClickHouseSink:
     def durable_facts(self, job_id: str) -> tuple[ShardMap | None, int]:
         from planner_service.recovery import durable_facts
 
-        return durable_facts(self.client(), job_id)
+        return durable_facts(self.client(), job_id, self.facts())
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued, then stop the thread."""

@@ -246,6 +246,14 @@ class Settings:
         metadata=_doc("A job without predictions this long is forgotten (its state freed; its "
                       "maps stay on the compacted topic).", minimum=1),
     )
+    planner_facts_url: str = field(
+        default="",
+        metadata=_doc("ClickHouse the planner reads the trainers' facts from (batch_timings: the "
+                      "map version in force, what a move cost); it writes decisions and maps to "
+                      "clickhouse_url. Empty: clickhouse_url. A planner run apart from the "
+                      "embedded stack has its own chDB path and points this at the stack's "
+                      "read-only SQL endpoint (http://127.0.0.1:<sql_port>)."),
+    )
     # -- stream processor learning (stream_processors/predictor.py); measured by `eval`
     processor_forecaster: str = field(
         default="auto",
@@ -386,6 +394,13 @@ class Settings:
             )
         if scheme == "chdb" and not urlsplit(url).path:
             raise ConfigError(env_name("clickhouse_url"), "chdb URL needs a path: chdb:///path")
+        facts = urlsplit(self.planner_facts_url).scheme
+        if self.planner_facts_url and facts not in ("http", "https"):
+            raise ConfigError(
+                env_name("planner_facts_url"),
+                f"expected http(s)://host:port (a ClickHouse server or the stack's SQL endpoint), "
+                f"got scheme {facts!r}: chDB opens one path per process, the planner's own",
+            )
 
     # ------------------------------------------------------------ derived values
 
@@ -432,7 +447,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "kafka_options":
                 value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
-            elif f.name == "clickhouse_url":
+            elif f.name in ("clickhouse_url", "planner_facts_url"):
                 value = redact(value)
             elif f.metadata.get("secret") and value:
                 value = "***"

@@ -231,12 +231,23 @@ class ProcessorThread:
             raise TimeoutError("processor thread did not start")
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the worker within about ``timeout`` seconds in all; whether it stopped.
+
+        Its threads (this one and the consumer's) are daemons, so a worker that does
+        not stop in time never keeps the process alive at exit.
+        """
         if self._loop is None or self._worker is None or self._loop.is_closed():
-            return
+            return True
+        deadline = time.monotonic() + timeout
         fut = asyncio.run_coroutine_threadsafe(self._worker.stop(), self._loop)
         try:
             fut.result(timeout)
-        except Exception as exc:  # already stopping
-            log.debug("processor stop: %s", exc)
-        self._thread.join(timeout)
+        except Exception as exc:  # already stopping, or it timed out
+            log.debug("processor stop: %r", exc)
+        self._thread.join(max(0.1, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            log.warning("processor thread did not stop within %.0fs; left to die with the "
+                        "process (a daemon)", timeout)
+            return False
+        return True

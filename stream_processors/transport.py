@@ -31,6 +31,7 @@ from weakref import WeakSet
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
+from mode.threads import WorkerThread
 
 from shardsense.kafka_logs import LOG_EVERY_S, limit_logger
 
@@ -54,7 +55,19 @@ def fetch_wait_ms(consumer: Any) -> int:
     return int(consumer._fetch_max_wait_ms)
 
 
+class _DaemonWorkerThread(WorkerThread):
+    """mode runs the aiokafka consumer in a non-daemon thread: after a stop that timed out
+    (a broker that does not answer) it kept the interpreter alive at exit (pytest hung).
+    The processor's own stop bounds its waits; this thread never outlives the process."""
+
+    def __init__(self, service: Any, **kwargs: Any) -> None:
+        super().__init__(service, **kwargs)
+        self.daemon = True
+
+
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    Worker = _DaemonWorkerThread
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         assert hasattr(consumer, "_fetch_max_wait_ms"), "aiokafka renamed the fetch wait"
@@ -196,7 +209,10 @@ async def stream_events(stream: Any, app: Any) -> AsyncIterator[Any]:
     consumer = app.consumer
     flow = app.flow_control
     while True:
-        event = await queue.get()
+        try:
+            event = await queue.get()
+        except StopAsyncIteration:  # Faust closes the channel on its way out: the stream ends
+            return
         message = event.message
         if not flow.is_active() or message.generation_id != app.consumer_generation_id:
             continue

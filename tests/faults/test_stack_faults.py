@@ -18,11 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from producers.mapfeed import KafkaMapSource
-from producers.maps import JobShape, elastic_map
-from producers.telemetry import KafkaTimingSink
 from shardsense.net import free_port
-from tests.support.faults import FakeRanks, Timeline, UpProcess, fault_settings
+from tests.support.faults import FakeJob, Timeline, UpProcess, fault_settings, service_env
 
 pytestmark = pytest.mark.faults
 
@@ -53,34 +50,17 @@ print(json.dumps({
 def test_up_kill9_immediate_restart_and_broker_child_death(tmp_path: Path) -> None:
     port, data = free_port(), tmp_path / "stack"
     s = fault_settings(f"127.0.0.1:{port}", f"chdb://{data / 'clickhouse'}", tmp_path)
-    env = {**PLANNER_ENV, "SHARDSENSE_JOB_ID": s.job_id,
-           **{f"SHARDSENSE_TOPIC_{t.role.upper()}": t.name for t in s.topics()},
-           "SHARDSENSE_TOPIC_PARTITIONS": str(s.topic_partitions)}
+    env = {**PLANNER_ENV, **service_env(s, broker=False)}
     args = ("--broker-port", str(port), "--services", "processor,planner", "--log-level",
             "WARNING")
     up = UpProcess(data, *args, env=env).start()
     up.wait_for("ShardSense stack ready", RECOVER_S)
-    maps = KafkaMapSource(s)
-    maps.wait_ready(30)
-    maps.publish(elastic_map(JobShape(s.job_id, 48_000, SHARDS, BATCH), 1, WORLD, None,
-                             reason="first map", at=(0, 0)))
-    sinks = [KafkaTimingSink(s, r) for r in range(WORLD)]
-    ranks = FakeRanks(sinks, maps).start()
+    job = FakeJob(s, WORLD, SHARDS, BATCH)
+    maps, sinks = job.maps, job.sinks
     seen: list[int] = []
 
     def adapts(tl: Timeline, rank: int, slowdown: float, shrinks: bool) -> None:
-        version = maps.latest().map_version  # type: ignore[union-attr]
-        ranks.slowdown[rank] = slowdown
-        tl.mark(f"rank {rank} made {slowdown}x")
-
-        def planned() -> bool:
-            m = maps.latest()
-            share = m.batch_sizes[rank] if m else 0
-            return bool(m and m.map_version > version and
-                        (share < BATCH // WORLD if shrinks else share >= BATCH // WORLD))
-
-        tl.watch(f"new map v>{version} in force on rank 0", planned, RECOVER_S)
-        seen.append(maps.latest().map_version)  # type: ignore[union-attr]
+        seen.append(job.adapts(tl, rank, slowdown, shrinks, RECOVER_S))
 
     try:
         steady = Timeline("steady state")
@@ -117,10 +97,7 @@ def test_up_kill9_immediate_restart_and_broker_child_death(tmp_path: Path) -> No
         adapts(tl2, 1, 2.5, shrinks=True)
         tl2.report("broker restarted by up")
     finally:
-        ranks.stop()
-        for sink in sinks:
-            sink.close(2.0)
-        maps.close(2.0)
+        job.stop()
         code = up.stop()
     assert code == 0, "\n".join(up.lines[-40:])
     assert seen == sorted(seen) and len(set(seen)) == len(seen), seen

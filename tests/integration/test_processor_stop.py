@@ -6,7 +6,8 @@ written). The agent acks a batch only after its store, and marks what it never
 stored acked without the consumer's bookkeeping on the way out (see
 ``stream_processors.app.ingest_batches``), so nothing of it is committed and a
 restart stores it all (real broker and chDB; the fault is injected on the client's
-insert).
+insert). Every thread the processor starts is a daemon: once, under load, a stop that
+timed out left aiokafka's (non-daemon) consumer thread running and pytest hung at exit.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from shardsense.clickhouse import connect
 from shardsense.settings import Settings
 from stream_processors.app import ProcessorThread, create_app
+from tests.support.faults import wait_until
 from tests.support.fleet import fleet_reports, produce
 from tests.support.progress import Progress
 
@@ -67,13 +69,17 @@ def test_stop_during_failing_inserts_commits_nothing_then_restart_stores_all(
         assert progress.committed() == 0, "a batch that was never stored was committed"
 
         client.broken = False  # ClickHouse is back: a restart stores every report once
+        before = set(threading.enumerate())
         proc = ProcessorThread(create_app(settings, client)).start()
         try:
-            deadline = time.monotonic() + 30
-            while progress.committed() < len(reports) and time.monotonic() < deadline:
-                time.sleep(0.3)
+            # generous: under load the restart once committed 30 of 40 within 30 s
+            wait_until(lambda: progress.committed() >= len(reports), 180,
+                       f"the restart to commit all {len(reports)} reports", every=0.3)
+            started = [t for t in threading.enumerate() if t not in before]
+            assert started and all(t.daemon for t in started), \
+                [(t.name, t.daemon) for t in started]  # none may keep pytest alive at exit
         finally:
-            proc.stop()
+            assert proc.stop(), "the processor did not stop"
         assert progress.committed() == len(reports)
     finally:
         progress.close()

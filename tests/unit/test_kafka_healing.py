@@ -222,6 +222,36 @@ def test_planner_base_from_durable_facts_never_goes_back() -> None:
     assert base is not None and base.map_version == 9 and base.shards == stored.shards
 
 
+def test_a_planner_with_its_own_store_reads_the_version_in_force_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Maps from its own store (it records every map it sees), ``batch_timings`` from
+    ``planner_facts_url`` (the store the processor writes)."""
+    from types import SimpleNamespace
+
+    from planner_service.sink import ClickHouseSink
+
+    asked: list[tuple[str, str]] = []
+
+    class Store:
+        def __init__(self, url: str) -> None:
+            self.url = url
+
+        def query(self, sql: str, parameters: Any = None) -> Any:
+            asked.append((self.url, sql.split("FROM ")[1].split()[0]))
+            return SimpleNamespace(result_rows=[(4,)] if "max(map_version)" in sql else [])
+
+    monkeypatch.setattr("shardsense.clickhouse.connect", Store)
+    sink = ClickHouseSink("chdb:///own", client=Store("own"), facts_url="http://stack:8123")
+    try:
+        assert sink.durable_facts("j") == (None, 4)
+        sink.transfer_waits("j", 1, 2, [0], 1)
+    finally:
+        sink.close()
+    assert asked == [("own", "v_shard_maps"), ("http://stack:8123", "batch_timings"),
+                     ("http://stack:8123", "batch_timings")]
+
+
 def test_broker_restart_pauses_grow() -> None:
     assert restart_delay(0) == 0.0 and restart_delay(3) == 2.0 and restart_delay(20) == 30.0
     with pytest.raises(ValueError, match="recent"):

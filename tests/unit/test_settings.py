@@ -30,6 +30,7 @@ def test_defaults_are_embedded_and_loopback() -> None:
         ({"SHARDSENSE_JOB_ID": "bad id!"}, "SHARDSENSE_JOB_ID"),
         ({"SHARDSENSE_LOG_LEVEL": "LOUD"}, "SHARDSENSE_LOG_LEVEL"),
         ({"SHARDSENSE_CONSOLE_AUTH": "nocolon"}, "SHARDSENSE_CONSOLE_AUTH"),
+        ({"SHARDSENSE_PLANNER_FACTS_URL": "chdb:///x"}, "SHARDSENSE_PLANNER_FACTS_URL"),
     ],
 )
 def test_bad_values_fail_naming_the_setting(env: dict[str, str], named: str) -> None:
@@ -59,11 +60,12 @@ def test_secrets_never_appear_in_repr_or_logs(caplog: pytest.LogCaptureFixture) 
         "SHARDSENSE_RDKAFKA_SASL_PASSWORD": "hunter2",
         "SHARDSENSE_CLICKHOUSE_URL": "https://u:s3cret@ch.example:8443/db",
         "SHARDSENSE_CONSOLE_AUTH": "admin:pa55",
+        "SHARDSENSE_PLANNER_FACTS_URL": "http://ro:f4cts@127.0.0.1:8123",
     })
     assert s.kafka_options["sasl.password"] == "hunter2"
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("t").debug("settings: %r", s)
-    for secret in ("hunter2", "s3cret", "pa55"):
+    for secret in ("hunter2", "s3cret", "pa55", "f4cts"):
         assert secret not in repr(s)
         assert secret not in caplog.text
 
