@@ -142,12 +142,21 @@ class OnsetColumns(SlotColumns):
     def _track_candidate(self, slots: np.ndarray, new_min: np.ndarray, total_s: np.ndarray,
                          samples: np.ndarray, epoch: np.ndarray, step: np.ndarray) -> None:
         """The point after a running minimum starts a new candidate; others add to it."""
-        start = self.at_min[slots]
-        self.cand_total_s[slots] = np.where(start, 0.0, self.cand_total_s[slots]) + total_s
-        self.cand_samples[slots] = np.where(start, 0.0, self.cand_samples[slots]) + samples
-        self.cand_epoch[slots] = np.where(start, epoch, self.cand_epoch[slots])
-        self.cand_step[slots] = np.where(start, step, self.cand_step[slots])
-        self.at_min[slots] = new_min
+        self._track("cand", "at_min", slots, new_min, total_s, samples, epoch, step)
+
+    def _track(self, prefix: str, flag: str, slots: np.ndarray, extreme: np.ndarray,
+               total_s: np.ndarray, samples: np.ndarray, epoch: np.ndarray,
+               step: np.ndarray) -> None:
+        """A change-point candidate (fields ``<prefix>_total_s|samples|epoch|step``)
+        restarts at the point after a running extreme (``flag``); others add to it."""
+        start = getattr(self, flag)[slots]
+        for name, value in (("total_s", total_s), ("samples", samples)):
+            col = getattr(self, f"{prefix}_{name}")
+            col[slots] = np.where(start, 0.0, col[slots]) + value
+        for name, value in (("epoch", epoch), ("step", step)):
+            col = getattr(self, f"{prefix}_{name}")
+            col[slots] = np.where(start, value, col[slots])
+        getattr(self, flag)[slots] = extreme
 
     def _start_levels(self, slots: np.ndarray, alarm: np.ndarray, total_s: np.ndarray,
                       samples: np.ndarray) -> None:
@@ -178,12 +187,7 @@ class OnsetColumns(SlotColumns):
         drift = (n >= self.min_instances) & (high - total > self.threshold)
         self.dn_n[slots], self.dn_mean[slots], self.dn_sum[slots] = n, mean, total
         self.dn_max[slots], self.dn_drift[slots] = high, drift
-        start = self.dn_at_max[slots]
-        self.dn_total_s[slots] = np.where(start, 0.0, self.dn_total_s[slots]) + total_s
-        self.dn_samples[slots] = np.where(start, 0.0, self.dn_samples[slots]) + samples
-        self.dn_epoch[slots] = np.where(start, epoch, self.dn_epoch[slots])
-        self.dn_step[slots] = np.where(start, step, self.dn_step[slots])
-        self.dn_at_max[slots] = new_max
+        self._track("dn", "dn_at_max", slots, new_max, total_s, samples, epoch, step)
         up = slots[drift]
         self.recoveries[up] += 1
         self.since_alarm[up] = np.maximum(self.since_alarm[up], self.hold)
