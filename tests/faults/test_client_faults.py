@@ -123,6 +123,15 @@ def _steady(loop: Loop, tl: Timeline) -> None:
     assert policy is not None and policy.base is not None and policy.base.map_version == 1
 
 
+def _adapts_to_a_slowdown(loop: Loop, tl: Timeline) -> None:
+    """Rank 2 turns 3x slower after the fault: a new map cutting its share reaches rank 0."""
+    version = loop.version()
+    loop.ranks.slowdown[2] = 3.0
+    tl.mark("rank 2 made 3x slower")
+    tl.watch("new map for the slowdown in force on rank 0",
+             lambda: loop.version() > version and loop.share(2) < BATCH // WORLD, RECOVER_S)
+
+
 def _recovery(loop: Loop, tl: Timeline, back_wall: float) -> None:
     """Every client delivers again after the broker is back; the loop still adapts."""
     sent, preds = _delivered(loop), loop.planner.stats["predictions"]
@@ -135,11 +144,7 @@ def _recovery(loop: Loop, tl: Timeline, back_wall: float) -> None:
             lambda: loop.maps.counts["topic_recreated"] > recreated,
         "rank 0 republished its map": lambda: loop.maps.counts["republished"] >= 1,
     }, RECOVER_S)
-    version = loop.version()
-    loop.ranks.slowdown[2] = 3.0
-    tl.mark("rank 2 made 3x slower")
-    tl.watch("new map for the slowdown in force on rank 0",
-             lambda: loop.version() > version and loop.share(2) < BATCH // WORLD, RECOVER_S)
+    _adapts_to_a_slowdown(loop, tl)
 
 
 @pytest.mark.parametrize("new_cluster", [False, True], ids=["same-cluster", "new-cluster-id"])
@@ -179,11 +184,7 @@ def test_clients_ride_out_a_10s_broker_pause(loop: Loop) -> None:
         "processor stores a new timing": lambda: _stored_after(loop, resumed_wall),
         "planner gets new predictions": lambda: loop.planner.stats["predictions"] > preds,
     }, RECOVER_S)
-    version = loop.version()
-    loop.ranks.slowdown[2] = 3.0
-    tl.mark("rank 2 made 3x slower")
-    tl.watch("new map for the slowdown in force on rank 0",
-             lambda: loop.version() > version and loop.share(2) < BATCH // WORLD, RECOVER_S)
+    _adapts_to_a_slowdown(loop, tl)
     tl.report("broker resumed")
     # a pause loses nothing: every timing offered from before the pause on is stored once
     _assert_all_stored(loop, paused_at - 1.0)
