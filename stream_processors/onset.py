@@ -16,12 +16,12 @@ and starts the *level* since the onset (``level_s``: seconds per sample), which
 the predictor serves at once instead of waiting for its forecasters to ramp up.
 
 A *recovery* is the same in the other direction: a second Page-Hinkley (River's
-``mode="down"`` arithmetic) on the same input, its change point the point after
-its running maximum. It moves the onset and the level to where the rank sped up
-again, and ends the alarm's hold. Without it a rank that recovered (a co-tenant's
-burst ending, a throttle resetting) kept its slow forecast while the forecasters
-ramped down: 55-95 steps on the bench's burst (2026-12-01), most of a 100-step
-fast phase.
+``mode="down"``, run as ``mode="up"`` on the negated input) on the same points, its
+change point the point after its running extreme. It moves the onset and the level
+to where the rank sped up again, and ends the alarm's hold. Without it a rank that
+recovered (a co-tenant's burst ending, a throttle resetting) kept its slow forecast
+while the forecasters ramped down: 55-95 steps on the bench's burst (2026-12-01),
+most of a 100-step fast phase.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class OnsetColumns(SlotColumns):
         "level_total_s": (0.0, _F, ()), "level_samples": (0.0, _F, ()),
         # the recovery detector (Page-Hinkley downwards) and its candidate change point
         "dn_n": (0, _I, ()), "dn_mean": (0.0, _F, ()), "dn_sum": (0.0, _F, ()),
-        "dn_max": (-np.inf, _F, ()), "dn_drift": (False, bool, ()),
-        "dn_at_max": (False, bool, ()), "dn_epoch": (0, _I, ()), "dn_step": (0, _I, ()),
+        "dn_min": (np.inf, _F, ()), "dn_drift": (False, bool, ()),
+        "dn_at_min": (False, bool, ()), "dn_epoch": (0, _I, ()), "dn_step": (0, _I, ()),
         "dn_total_s": (0.0, _F, ()), "dn_samples": (0.0, _F, ()), "recoveries": (0, _I, ()),
     }
     ph_n: np.ndarray
@@ -83,9 +83,9 @@ class OnsetColumns(SlotColumns):
     dn_n: np.ndarray
     dn_mean: np.ndarray
     dn_sum: np.ndarray
-    dn_max: np.ndarray
+    dn_min: np.ndarray
     dn_drift: np.ndarray
-    dn_at_max: np.ndarray
+    dn_at_min: np.ndarray
     dn_epoch: np.ndarray
     dn_step: np.ndarray
     dn_total_s: np.ndarray
@@ -119,30 +119,29 @@ class OnsetColumns(SlotColumns):
         z = np.where(base > 0, np.minimum(x / np.where(base > 0, base, 1.0), self.clip), x)
         self.baseline[slots] = base + self.baseline_alpha * (x - base)
         alarm, new_min = self._page_hinkley(slots, z)
-        self._track_candidate(slots, new_min, total_s, samples, epoch, step)
+        self._track("cand", "at_min", slots, new_min, total_s, samples, epoch, step)
         self._start_levels(slots, alarm, total_s, samples)
         self.recovered = self._recover(slots, z, total_s, samples, epoch, step) & ~alarm
         return alarm
 
-    def _page_hinkley(self, slots: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """River's PageHinkley (mode "up"): reset after an alarm, then the update."""
-        reset = self.ph_drift[slots]
-        n = np.where(reset, 0, self.ph_n[slots]) + 1
-        mean = np.where(reset, 0.0, self.ph_mean[slots])
+    def _page_hinkley(self, slots: np.ndarray, z: np.ndarray, prefix: str = "ph"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """River's PageHinkley (mode "up") over the fields ``<prefix>_n|mean|sum|min|drift``:
+        reset after an alarm, then the update; returns (alarm, new running minimum)."""
+        col = {name: getattr(self, f"{prefix}_{name}") for name in ("n", "mean", "sum", "min",
+                                                                   "drift")}
+        reset = col["drift"][slots]
+        n = np.where(reset, 0, col["n"][slots]) + 1
+        mean = np.where(reset, 0.0, col["mean"][slots])
         mean = mean + (z - mean) / n
-        total = self.ph_alpha * np.where(reset, 0.0, self.ph_sum[slots]) + (z - mean) - self.delta
-        low = np.where(reset, np.inf, self.ph_min[slots])
+        total = self.ph_alpha * np.where(reset, 0.0, col["sum"][slots]) + (z - mean) - self.delta
+        low = np.where(reset, np.inf, col["min"][slots])
         new_min = total < low
         low = np.where(new_min, total, low)
         drift = (n >= self.min_instances) & (total - low > self.threshold)
-        self.ph_n[slots], self.ph_mean[slots], self.ph_sum[slots] = n, mean, total
-        self.ph_min[slots], self.ph_drift[slots] = low, drift
+        col["n"][slots], col["mean"][slots], col["sum"][slots] = n, mean, total
+        col["min"][slots], col["drift"][slots] = low, drift
         return drift, new_min
-
-    def _track_candidate(self, slots: np.ndarray, new_min: np.ndarray, total_s: np.ndarray,
-                         samples: np.ndarray, epoch: np.ndarray, step: np.ndarray) -> None:
-        """The point after a running minimum starts a new candidate; others add to it."""
-        self._track("cand", "at_min", slots, new_min, total_s, samples, epoch, step)
 
     def _track(self, prefix: str, flag: str, slots: np.ndarray, extreme: np.ndarray,
                total_s: np.ndarray, samples: np.ndarray, epoch: np.ndarray,
@@ -174,20 +173,11 @@ class OnsetColumns(SlotColumns):
 
     def _recover(self, slots: np.ndarray, z: np.ndarray, total_s: np.ndarray,
                  samples: np.ndarray, epoch: np.ndarray, step: np.ndarray) -> np.ndarray:
-        """Page-Hinkley downwards; a recovery moves the onset and the level to its
-        change point (the point after the running maximum) and ends the hold."""
-        reset = self.dn_drift[slots]
-        n = np.where(reset, 0, self.dn_n[slots]) + 1
-        mean = np.where(reset, 0.0, self.dn_mean[slots])
-        mean = mean + (z - mean) / n
-        total = self.ph_alpha * np.where(reset, 0.0, self.dn_sum[slots]) + (z - mean) + self.delta
-        high = np.where(reset, -np.inf, self.dn_max[slots])
-        new_max = total > high
-        high = np.where(new_max, total, high)
-        drift = (n >= self.min_instances) & (high - total > self.threshold)
-        self.dn_n[slots], self.dn_mean[slots], self.dn_sum[slots] = n, mean, total
-        self.dn_max[slots], self.dn_drift[slots] = high, drift
-        self._track("dn", "dn_at_max", slots, new_max, total_s, samples, epoch, step)
+        """Page-Hinkley downwards (upwards on ``-z``: River's ``mode="down"`` with its
+        sums negated); a recovery moves the onset and the level to its change point (the
+        point after the running extreme) and ends the hold."""
+        drift, new_min = self._page_hinkley(slots, -z, prefix="dn")
+        self._track("dn", "dn_at_min", slots, new_min, total_s, samples, epoch, step)
         up = slots[drift]
         self.recoveries[up] += 1
         self.since_alarm[up] = np.maximum(self.since_alarm[up], self.hold)
